@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs every tool the build, the app and the tests need, skipping what is already there at
+# the pinned version. Safe to run again and again; a fresh machine needs about 40 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TRUNK_VERSION=0.21.14
+TANSU_VERSION=${TANSU_VERSION:-}
+BINARYEN_VERSION=132.0.0
+# The CLI must match the wasm-bindgen crate the frontend links against.
+WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+TOOLS_DIR=${TOOLS_DIR:-$HOME/.cache/ssepush-tools}
+CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
+
+log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
+has_version() { command -v "$1" >/dev/null 2>&1 && "$1" --version 2>/dev/null | grep -qF "$2"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_packages=()
+for pkg in chromium chromium-driver docker-compose pkg-config make zlib1g-dev; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || apt_packages+=("$pkg")
+done
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  log "apt: ${apt_packages[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+else
+  log "apt packages present"
+fi
+
+if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  log "wasm32-unknown-unknown present"
+else
+  rustup target add wasm32-unknown-unknown
+fi
+
+if has_version wasm-bindgen "$WASM_BINDGEN_VERSION"; then
+  log "wasm-bindgen $WASM_BINDGEN_VERSION present"
+else
+  # No --locked: the CLI's own lockfile pins a crate the registry no longer serves.
+  log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION (5-7 min)"
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+fi
+
+if has_version wasm-opt "version $BINARYEN_VERSION" || has_version wasm-opt "version ${BINARYEN_VERSION%%.*}"; then
+  log "wasm-opt ${BINARYEN_VERSION%%.*} present"
+else
+  # Debian's binaryen is too old: its wasm-opt output crashes in the browser.
+  log "npm binaryen@$BINARYEN_VERSION"
+  mkdir -p "$TOOLS_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$TOOLS_DIR" "binaryen@$BINARYEN_VERSION"
+  ln -sf "$TOOLS_DIR/node_modules/.bin/wasm-opt" "$CARGO_BIN/wasm-opt"
+fi
+
+if has_version trunk "$TRUNK_VERSION"; then
+  log "trunk $TRUNK_VERSION present"
+else
+  log "cargo install trunk $TRUNK_VERSION (12-15 min)"
+  cargo install trunk --version "$TRUNK_VERSION" --locked --force
+fi
+
+if command -v tansu >/dev/null 2>&1; then
+  log "tansu present"
+else
+  # A Kafka-protocol broker for the tests; dynostore gives it the memory storage engine.
+  log "cargo install tansu (15-20 min)"
+  cargo install tansu ${TANSU_VERSION:+--version "$TANSU_VERSION"} --locked --features dynostore
+fi
+
+log "done"

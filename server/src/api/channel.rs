@@ -1,0 +1,106 @@
+//! The v2/v3 endpoints: `GET {prefix}/sse` and `POST {prefix}/message`, one implementation for
+//! both versions. What differs is where a POST goes ([`Sink`]).
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Extension, Query, State, rejection::QueryRejection},
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use std::{sync::Arc, time::Duration};
+
+use super::params::{StreamQuery, message_body};
+use crate::{
+    budget::StreamBudget, error::AppError, hub::Hub, serve::Disconnect, state::AppState,
+    stream::HubStream,
+};
+
+/// Where a POSTed message goes before it reaches the hub.
+#[derive(Clone)]
+pub enum Sink {
+    /// Straight into this process's hub (v2).
+    Local,
+}
+
+#[derive(Clone)]
+pub struct Channel {
+    hub: Hub,
+    sink: Sink,
+    budget: StreamBudget,
+    limits: Arc<Limits>,
+}
+
+struct Limits {
+    retry: Duration,
+    keep_alive: Duration,
+    max_body: usize,
+}
+
+impl Channel {
+    pub fn new(hub: Hub, sink: Sink, state: &AppState) -> Self {
+        let c = &state.config;
+        Self {
+            hub,
+            sink,
+            budget: state.budget.clone(),
+            limits: Arc::new(Limits { retry: c.retry, keep_alive: c.keep_alive, max_body: c.max_body }),
+        }
+    }
+}
+
+pub fn routes(prefix: &str, channel: Channel) -> Router {
+    Router::new()
+        .route(&format!("{prefix}/sse"), get(subscribe))
+        .route(&format!("{prefix}/message"), post(publish))
+        .with_state(channel)
+}
+
+/// Headers every event stream carries; compression must never touch these responses.
+pub fn sse_response(body: Body) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+#[tracing::instrument(skip_all, fields(hub = channel.hub.name(), user))]
+async fn subscribe(
+    State(channel): State<Channel>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    headers: HeaderMap,
+    disconnect: Option<Extension<Disconnect>>,
+) -> Result<Response, AppError> {
+    let query = StreamQuery::from_request(query)?;
+    let user = query.username()?;
+    tracing::Span::current().record("user", user);
+    let last = query.last_seen(&headers);
+    let permit = channel.budget.try_acquire().ok_or(AppError::ServerFull(channel.budget.max()))?;
+    let sub = channel.hub.subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))?;
+    tracing::debug!(?last, replayed = sub.replay.len(), "stream opened");
+    let limits = &channel.limits;
+    let body = HubStream::new(sub, limits.retry, limits.keep_alive, permit);
+    Ok(sse_response(Body::from_stream(body)))
+}
+
+#[tracing::instrument(skip_all, fields(hub = channel.hub.name(), user))]
+async fn publish(
+    State(channel): State<Channel>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<wire::Published>, AppError> {
+    let query = StreamQuery::from_request(query)?;
+    let user = query.username()?;
+    tracing::Span::current().record("user", user);
+    let text = message_body(&headers, body, channel.limits.max_body).await?;
+    match &channel.sink {
+        Sink::Local => {
+            let d = channel.hub.publish(user, &text);
+            Ok(Json(wire::Published { id: d.position.to_string(), delivered: d.delivered }))
+        }
+    }
+}

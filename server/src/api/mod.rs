@@ -1,0 +1,53 @@
+//! HTTP routes. v2 and v3 share one set of handlers ([`channel`]); v1 is a fixed ticker.
+
+mod channel;
+mod ops;
+mod params;
+mod v1;
+
+pub use channel::{Channel, Sink};
+
+use axum::{
+    Router,
+    extract::Request,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tower::ServiceExt;
+use tower_http::trace::TraceLayer;
+
+use crate::{assets, error::AppError, state::AppState};
+
+/// Paths that belong to the API: unknown ones among them are 404s, never the web UI.
+const API_PREFIXES: [&str; 6] = ["/v1", "/v2", "/v3", "/healthz", "/readyz", "/metrics"];
+
+pub fn router(state: AppState) -> Router {
+    let v2 = Channel::new(state.v2.clone(), Sink::Local, &state);
+    let v3 = Channel::new(state.v3.clone(), Sink::Local, &state);
+    let assets = assets::service(&state.config.static_dir);
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/sse", get(v1::sse))
+        .with_state(state)
+        .merge(channel::routes("/v2", v2))
+        .merge(channel::routes("/v3", v3))
+        .fallback(move |req: Request| fallback(assets.clone(), req))
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn fallback(assets: assets::Service, req: Request) -> Response {
+    let path = req.uri().path();
+    let is_api = API_PREFIXES
+        .iter()
+        .any(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')));
+    if is_api {
+        return AppError::NotFound.into_response();
+    }
+    match assets.oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}

@@ -1,0 +1,41 @@
+//! Liveness, readiness and metrics.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+};
+use std::fmt::Write;
+
+use crate::state::AppState;
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let ready = !state.shutdown.is_cancelled();
+    let reason = if ready { "serving" } else { "shutting down" };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(wire::Readiness { ready, reason: reason.into() }))
+}
+
+/// Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut out = String::new();
+    let _ = writeln!(out, "# TYPE ssepush_streams_open gauge");
+    let _ = writeln!(out, "ssepush_streams_open {}", state.budget.open());
+    let mut gauge = |name: &str, kind: &str, f: &dyn Fn(&crate::hub::HubStats) -> u64| {
+        let _ = writeln!(out, "# TYPE ssepush_{name} {kind}");
+        for hub in state.hubs() {
+            let _ = writeln!(out, "ssepush_{name}{{api=\"{}\"}} {}", hub.name(), f(&hub.stats()));
+        }
+    };
+    gauge("users", "gauge", &|s| s.users as u64);
+    gauge("hub_streams", "gauge", &|s| s.streams as u64);
+    gauge("history_messages", "gauge", &|s| s.history as u64);
+    gauge("published_total", "counter", &|s| s.published);
+    gauge("slow_streams_closed_total", "counter", &|s| s.slow_closed);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

@@ -1,0 +1,425 @@
+//! The per-user registry: who is listening, what they were sent, and how to resume.
+//!
+//! A [`Hub`] is one API version's delivery core (v2 and v3 each have one). It is a cheap `Clone`
+//! handle; its locks never leave this module and are never held across an `.await`. Users are
+//! spread over shards, so publishes to different users rarely meet on a lock, and a publish
+//! never waits for a subscriber: each stream has its own bounded [`StreamQueue`].
+
+mod position;
+mod queue;
+
+pub use position::{LastSeen, Position};
+pub use queue::{Closed, Next, StreamQueue};
+
+use bytes::Bytes;
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::{BuildHasher, RandomState},
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::frame;
+
+const SHARDS: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Name in logs and metrics, e.g. "v2".
+    pub name: &'static str,
+    pub history_len: usize,
+    pub history_ttl: Duration,
+    pub queue_len: usize,
+    pub max_streams_per_user: usize,
+    /// Positions come from the source (Kafka) rather than from this hub. Then an unknown lane
+    /// is a partition not consumed yet, not an id from an earlier process.
+    pub positions_from_source: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("too many open streams for this user (limit {0})")]
+    UserLimit(usize),
+    #[error("server is shutting down")]
+    ShuttingDown,
+}
+
+/// Result of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub position: Position,
+    /// Streams the message was queued to.
+    pub delivered: usize,
+    /// False when the hub already had this position for the user (a Kafka redelivery).
+    pub fresh: bool,
+}
+
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: HubConfig,
+    shards: Box<[Mutex<HashMap<Arc<str>, User>>]>,
+    hasher: RandomState,
+    /// Lane of the ids this hub assigns itself (v2): the process start time in milliseconds, so
+    /// ids from an earlier process are recognised as such.
+    local_lane: u64,
+    next_seq: AtomicU64,
+    /// Highest seq seen per lane, across users. A user entry created later can't vouch for
+    /// anything up to these, so resuming from before them must resync.
+    high_water: RwLock<Vec<(u64, AtomicU64)>>,
+    next_stream_id: AtomicU64,
+    closing: AtomicBool,
+    slow_closed: AtomicU64,
+    published: AtomicU64,
+}
+
+struct User {
+    streams: Vec<Subscriber>,
+    history: VecDeque<Entry>,
+    /// Per lane, the highest seq this entry can no longer vouch for (evicted or older than it).
+    floor: Vec<Position>,
+}
+
+struct Subscriber {
+    id: u64,
+    queue: Arc<StreamQueue>,
+    /// Live messages at or before this position were already seen by the client (it resumed
+    /// from an instance that was ahead of this one).
+    skip_through: Option<Position>,
+}
+
+struct Entry {
+    position: Position,
+    frame: Bytes,
+    at: Instant,
+}
+
+/// An open stream's end of the hub. Dropping it removes the stream from the registry.
+pub struct Subscription {
+    pub queue: Arc<StreamQueue>,
+    /// Frames to send before live ones: a resync notice if needed, then missed messages.
+    pub replay: Vec<Bytes>,
+    hub: Hub,
+    user: Arc<str>,
+    id: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(&self.user, self.id);
+    }
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Self {
+        let local_lane = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                hasher: RandomState::new(),
+                local_lane,
+                next_seq: AtomicU64::new(1),
+                high_water: RwLock::default(),
+                next_stream_id: AtomicU64::new(1),
+                closing: AtomicBool::new(false),
+                slow_closed: AtomicU64::new(0),
+                published: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.shared.config.name
+    }
+
+    fn shard(&self, user: &str) -> MutexGuard<'_, HashMap<Arc<str>, User>> {
+        let i = self.shared.hasher.hash_one(user) as usize % SHARDS;
+        self.shared.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes a message under the next id of this hub's own numbering (v2).
+    pub fn publish(&self, user: &str, text: &str) -> Delivery {
+        self.deliver(user, text, None)
+    }
+
+    /// Publishes a message at a position given by its source (v3: Kafka partition and offset).
+    /// A position the user already has is dropped, so redeliveries never reach a stream twice.
+    pub fn publish_at(&self, user: &str, text: &str, position: Position) -> Delivery {
+        self.deliver(user, text, Some(position))
+    }
+
+    fn deliver(&self, user: &str, text: &str, position: Option<Position>) -> Delivery {
+        let now = Instant::now();
+        let mut shard = self.shard(user);
+        let entry = match shard.get_mut(user) {
+            Some(entry) => entry,
+            None => {
+                let floor = self.high_water();
+                shard.entry(Arc::from(user)).or_insert(User {
+                    streams: Vec::new(),
+                    history: VecDeque::new(),
+                    floor,
+                })
+            }
+        };
+        // Assigned under the shard lock, so one user's ids rise in the order of delivery.
+        let position = position.unwrap_or_else(|| {
+            Position::new(self.shared.local_lane, self.shared.next_seq.fetch_add(1, Relaxed))
+        });
+        if entry.last_seq(position.lane).is_some_and(|seen| seen >= position.seq) {
+            return Delivery { position, delivered: 0, fresh: false };
+        }
+        self.raise_high_water(position);
+        let frame = frame::message(&position.to_string(), text);
+        let mut delivered = 0;
+        let mut slow = 0;
+        entry.streams.retain(|sub| {
+            if sub.skip_through.is_some_and(|s| s.lane == position.lane && position.seq <= s.seq) {
+                return true;
+            }
+            if sub.queue.push(frame.clone()) {
+                delivered += 1;
+                true
+            } else {
+                slow += 1;
+                false
+            }
+        });
+        entry.history.push_back(Entry { position, frame, at: now });
+        entry.evict(&self.shared.config, now);
+        drop(shard);
+        self.shared.published.fetch_add(1, Relaxed);
+        if slow > 0 {
+            self.shared.slow_closed.fetch_add(slow, Relaxed);
+            tracing::info!(hub = self.name(), user, streams = slow, "closed streams that fell behind");
+        }
+        Delivery { position, delivered, fresh: true }
+    }
+
+    /// Registers a stream for `user`, with what it missed since `last` queued ahead of it.
+    ///
+    /// Registration and the history snapshot happen under one lock, so nothing published
+    /// meanwhile is missed or sent twice.
+    pub fn subscribe(
+        &self,
+        user: &str,
+        last: &LastSeen,
+        disconnect: Option<CancellationToken>,
+    ) -> Result<Subscription, SubscribeError> {
+        if self.shared.closing.load(Relaxed) {
+            return Err(SubscribeError::ShuttingDown);
+        }
+        let config = &self.shared.config;
+        let now = Instant::now();
+        let mut shard = self.shard(user);
+        let (key, entry) = match shard.get_key_value(user) {
+            Some((key, _)) => {
+                let key = key.clone();
+                let entry = shard.get_mut(user).expect("present");
+                (key, entry)
+            }
+            None => {
+                let key: Arc<str> = Arc::from(user);
+                let floor = self.high_water();
+                let entry = shard.entry(key.clone()).or_insert(User {
+                    streams: Vec::new(),
+                    history: VecDeque::new(),
+                    floor,
+                });
+                (key, entry)
+            }
+        };
+        if entry.streams.len() >= config.max_streams_per_user {
+            let limit = config.max_streams_per_user;
+            if entry.streams.is_empty() && entry.history.is_empty() {
+                shard.remove(user);
+            }
+            return Err(SubscribeError::UserLimit(limit));
+        }
+        entry.evict(config, now);
+        let (replay, skip_through) = match last {
+            LastSeen::Nothing => (Vec::new(), None),
+            LastSeen::Unknown(raw) => {
+                let mut replay = vec![resync(raw, "the last event id is not one this server issues")];
+                replay.extend(entry.history.iter().map(|e| e.frame.clone()));
+                (replay, None)
+            }
+            LastSeen::At(p) => (self.replay_after(entry, *p), Some(*p)),
+        };
+        let id = self.shared.next_stream_id.fetch_add(1, Relaxed);
+        let queue = Arc::new(StreamQueue::new(config.queue_len, disconnect));
+        entry.streams.push(Subscriber { id, queue: queue.clone(), skip_through });
+        drop(shard);
+        Ok(Subscription { queue, replay, hub: self.clone(), user: key, id })
+    }
+
+    fn replay_after(&self, user: &User, last: Position) -> Vec<Bytes> {
+        if let Some(i) = user.history.iter().position(|e| e.position == last) {
+            return user.history.iter().skip(i + 1).map(|e| e.frame.clone()).collect();
+        }
+        let gap = match user.floor.iter().find(|f| f.lane == last.lane) {
+            Some(floor) => last.seq < floor.seq,
+            // Nothing on this lane was ever dropped here. Our own lane can't be unknown, so
+            // an id on another lane comes from an earlier process: everything since is gone.
+            None => !self.shared.config.positions_from_source && last.lane != self.shared.local_lane,
+        };
+        let mut replay = Vec::new();
+        if gap {
+            replay.push(resync(
+                &last.to_string(),
+                "messages after this id are no longer in the history",
+            ));
+        }
+        replay.extend(
+            user.history
+                .iter()
+                .filter(|e| e.position.lane != last.lane || e.position.seq > last.seq)
+                .map(|e| e.frame.clone()),
+        );
+        replay
+    }
+
+    fn unsubscribe(&self, user: &str, id: u64) {
+        let now = Instant::now();
+        let mut shard = self.shard(user);
+        if let Some(entry) = shard.get_mut(user) {
+            if let Some(i) = entry.streams.iter().position(|s| s.id == id) {
+                entry.streams.swap_remove(i);
+            }
+            if entry.streams.is_empty() {
+                entry.streams = Vec::new();
+                entry.evict(&self.shared.config, now);
+                if entry.history.is_empty() {
+                    shard.remove(user);
+                }
+            }
+        }
+    }
+
+    /// Drops expired history and the users left with neither streams nor history.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        for shard in self.shared.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.retain(|_, user| {
+                user.evict(&self.shared.config, now);
+                !user.streams.is_empty() || !user.history.is_empty()
+            });
+            if shard.capacity() > 4 * shard.len() + 64 {
+                shard.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Ends every stream cleanly and refuses new ones.
+    pub fn close_all(&self) {
+        self.shared.closing.store(true, Relaxed);
+        for shard in self.shared.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for user in shard.values() {
+                for sub in &user.streams {
+                    sub.queue.close(Closed::Shutdown);
+                }
+            }
+        }
+    }
+
+    pub fn stats(&self) -> HubStats {
+        let mut stats = HubStats {
+            published: self.shared.published.load(Relaxed),
+            slow_closed: self.shared.slow_closed.load(Relaxed),
+            ..HubStats::default()
+        };
+        for shard in self.shared.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            stats.users += shard.len();
+            for user in shard.values() {
+                stats.streams += user.streams.len();
+                stats.history += user.history.len();
+            }
+        }
+        stats
+    }
+
+    fn high_water(&self) -> Vec<Position> {
+        let lanes = self.shared.high_water.read().unwrap_or_else(|e| e.into_inner());
+        lanes.iter().map(|(lane, seq)| Position::new(*lane, seq.load(Relaxed))).collect()
+    }
+
+    fn raise_high_water(&self, p: Position) {
+        {
+            let lanes = self.shared.high_water.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, seq)) = lanes.iter().find(|(lane, _)| *lane == p.lane) {
+                seq.fetch_max(p.seq, Relaxed);
+                return;
+            }
+        }
+        let mut lanes = self.shared.high_water.write().unwrap_or_else(|e| e.into_inner());
+        match lanes.iter().find(|(lane, _)| *lane == p.lane) {
+            Some((_, seq)) => {
+                seq.fetch_max(p.seq, Relaxed);
+            }
+            None => lanes.push((p.lane, AtomicU64::new(p.seq))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStats {
+    pub users: usize,
+    pub streams: usize,
+    pub history: usize,
+    pub published: u64,
+    pub slow_closed: u64,
+}
+
+impl User {
+    fn evict(&mut self, config: &HubConfig, now: Instant) {
+        while let Some(front) = self.history.front() {
+            let expired = now.saturating_duration_since(front.at) >= config.history_ttl;
+            if !expired && self.history.len() <= config.history_len {
+                break;
+            }
+            let p = front.position;
+            match self.floor.iter_mut().find(|f| f.lane == p.lane) {
+                Some(f) => f.seq = f.seq.max(p.seq),
+                None => self.floor.push(p),
+            }
+            self.history.pop_front();
+        }
+        if self.history.is_empty() && self.history.capacity() > 0 {
+            self.history = VecDeque::new();
+        }
+    }
+
+    /// The highest seq on `lane` this user has had.
+    fn last_seq(&self, lane: u64) -> Option<u64> {
+        let in_history = self.history.iter().rev().find(|e| e.position.lane == lane);
+        let floor = self.floor.iter().find(|f| f.lane == lane);
+        match (in_history, floor) {
+            (Some(e), Some(f)) => Some(e.position.seq.max(f.seq)),
+            (Some(e), None) => Some(e.position.seq),
+            (None, Some(f)) => Some(f.seq),
+            (None, None) => None,
+        }
+    }
+}
+
+fn resync(last_event_id: &str, reason: &str) -> Bytes {
+    let data = serde_json::to_string(&wire::Resync {
+        last_event_id: last_event_id.to_owned(),
+        reason: reason.to_owned(),
+    })
+    .unwrap_or_default();
+    frame::named(wire::RESYNC_EVENT, &data)
+}

@@ -1,0 +1,96 @@
+//! Message ids. Every id is a position `lane-seq` in its source's order: for v2 the lane is the
+//! process's start time and seq a counter; for v3 the lane is the Kafka partition and seq the
+//! offset, so a v3 id means the same message on every instance.
+
+use std::{fmt, str::FromStr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    pub lane: u64,
+    pub seq: u64,
+}
+
+impl Position {
+    pub const fn new(lane: u64, seq: u64) -> Self {
+        Self { lane, seq }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.lane, self.seq)
+    }
+}
+
+impl FromStr for Position {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (lane, seq) = s.split_once('-').ok_or(())?;
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(lane) || !digits(seq) {
+            return Err(());
+        }
+        Ok(Self::new(lane.parse().map_err(drop)?, seq.parse().map_err(drop)?))
+    }
+}
+
+/// What a reconnecting client says it saw last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LastSeen {
+    /// A fresh connection: live messages only.
+    Nothing,
+    /// A well-formed id: replay what came after it.
+    At(Position),
+    /// An id this server can't place (malformed or too long): replay everything, after a resync.
+    Unknown(String),
+}
+
+impl LastSeen {
+    /// Reads a `Last-Event-ID` value; an empty one means the client has none.
+    pub fn parse(raw: Option<&str>) -> Self {
+        match raw {
+            None | Some("") => Self::Nothing,
+            Some(s) if s.len() > wire::MAX_LAST_EVENT_ID_BYTES => {
+                let mut cut = wire::MAX_LAST_EVENT_ID_BYTES;
+                while !s.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                Self::Unknown(format!("{}…", &s[..cut]))
+            }
+            Some(s) => s.parse().map_or_else(|()| Self::Unknown(s.to_owned()), Self::At),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let p = Position::new(1_795_000_000_000, 42);
+        assert_eq!(p.to_string().parse::<Position>(), Ok(p));
+        assert_eq!("0-7".parse::<Position>(), Ok(Position::new(0, 7)));
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for s in ["", "-", "1-", "-1", "1-2-3", "a-1", "+1-2", "1 -2", "99999999999999999999-1"] {
+            assert!(s.parse::<Position>().is_err(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn last_seen() {
+        assert_eq!(LastSeen::parse(None), LastSeen::Nothing);
+        assert_eq!(LastSeen::parse(Some("")), LastSeen::Nothing);
+        assert_eq!(LastSeen::parse(Some("3-4")), LastSeen::At(Position::new(3, 4)));
+        assert!(matches!(LastSeen::parse(Some("nope")), LastSeen::Unknown(_)));
+        let huge = "é".repeat(1_000_000);
+        match LastSeen::parse(Some(&huge)) {
+            LastSeen::Unknown(s) => assert!(s.len() <= wire::MAX_LAST_EVENT_ID_BYTES + 3),
+            other => panic!("{other:?}"),
+        }
+    }
+}

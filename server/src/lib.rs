@@ -1,0 +1,71 @@
+//! ssepush: a Server-Sent Events push service.
+//!
+//! # Layout
+//! - [`config`]: flags and env vars.
+//! - [`frame`]: the SSE wire format.
+//! - [`hub`]: the per-user registry, history and bounded per-stream queues.
+//! - [`stream`]: SSE response bodies built on the hub.
+//! - [`api`]: HTTP routes; v2 and v3 share one implementation.
+//! - [`serve`]: the accept loop and graceful shutdown.
+//! - [`assets`]: the built web UI.
+
+pub mod api;
+pub mod assets;
+pub mod budget;
+pub mod config;
+pub mod error;
+pub mod frame;
+pub mod hub;
+pub mod serve;
+pub mod state;
+pub mod stream;
+
+pub use config::Config;
+pub use state::AppState;
+
+use std::{future::Future, time::Duration};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Serves on `listener` until `shutdown` resolves, then ends every stream cleanly and returns
+/// once connections have closed or the grace period has passed.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    let state = AppState::new(config, token.clone());
+    let grace = state.config.shutdown_grace;
+    tokio::spawn(sweep(state.clone(), token.clone()));
+    tokio::spawn({
+        let (state, token) = (state.clone(), token.clone());
+        async move {
+            tokio::select! {
+                () = shutdown => tracing::info!("shutting down"),
+                () = token.cancelled() => {}
+            }
+            token.cancel();
+            for hub in state.hubs() {
+                hub.close_all();
+            }
+        }
+    });
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    serve::serve(listener, api::router(state), token, grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Expires history and forgets idle users, so memory follows the live load.
+async fn sweep(state: AppState, token: CancellationToken) {
+    let period = (state.config.history_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = tick.tick() => state.hubs().iter().for_each(|hub| hub.sweep()),
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    budget::StreamBudget,
+    config::Config,
+    hub::{Hub, HubConfig},
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub budget: StreamBudget,
+    pub v2: Hub,
+    pub v3: Hub,
+    /// Cancelled when shutdown starts; streams not owned by a hub end on it.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(config: Config, shutdown: CancellationToken) -> Self {
+        let hub = |name, positions_from_source| {
+            Hub::new(HubConfig {
+                name,
+                history_len: config.history_len,
+                history_ttl: config.history_ttl,
+                queue_len: config.queue_len,
+                max_streams_per_user: config.max_streams_per_user,
+                positions_from_source,
+            })
+        };
+        Self {
+            budget: StreamBudget::new(config.max_streams),
+            v2: hub("v2", false),
+            v3: hub("v3", false),
+            config: Arc::new(config),
+            shutdown,
+        }
+    }
+
+    pub fn hubs(&self) -> [&Hub; 2] {
+        [&self.v2, &self.v3]
+    }
+}
