@@ -18,7 +18,10 @@ pub struct StreamPermit {
 
 impl StreamBudget {
     pub fn new(max: usize) -> Self {
-        Self { max, open: Arc::default() }
+        Self {
+            max,
+            open: Arc::default(),
+        }
     }
 
     pub fn max(&self) -> usize {
@@ -33,7 +36,9 @@ impl StreamBudget {
         self.open
             .fetch_update(Relaxed, Relaxed, |n| (n < self.max).then_some(n + 1))
             .ok()
-            .map(|_| StreamPermit { open: self.open.clone() })
+            .map(|_| StreamPermit {
+                open: self.open.clone(),
+            })
     }
 }
 

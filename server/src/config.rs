@@ -8,7 +8,11 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 }
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ssepush", version, about = "Server-Sent Events push service (v1, v2, v3 APIs)")]
+#[command(
+    name = "ssepush",
+    version,
+    about = "Server-Sent Events push service (v1, v2, v3 APIs)"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
@@ -71,6 +75,15 @@ impl Config {
     /// The defaults, as `ssepush` with no flags and no env would run.
     pub fn defaults() -> Self {
         Self::parse_from(["ssepush"])
+    }
+
+    /// Parses a full argument list (program name first), with env fallbacks.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args)
     }
 }
 

@@ -55,6 +55,11 @@ impl IntoResponse for AppError {
             tracing::debug!(%status, reason = %self, "request refused");
         }
         let body = format!("{self}\n");
-        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()
     }
 }

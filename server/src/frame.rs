@@ -119,7 +119,10 @@ mod tests {
             &message("7-2", "a\nevent: x\rid: 9\r\nz")[..],
             b"id: 7-2\ndata: a\ndata: event: x\ndata: id: 9\ndata: z\n\n"
         );
-        assert_eq!(&message("1-1", "tail\n")[..], b"id: 1-1\ndata: tail\ndata: \n\n");
+        assert_eq!(
+            &message("1-1", "tail\n")[..],
+            b"id: 1-1\ndata: tail\ndata: \n\n"
+        );
     }
 
     #[test]

@@ -59,7 +59,8 @@ pub async fn run(
 
 /// Expires history and forgets idle users, so memory follows the live load.
 async fn sweep(state: AppState, token: CancellationToken) {
-    let period = (state.config.history_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let period =
+        (state.config.history_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

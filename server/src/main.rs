@@ -1,6 +1,6 @@
 use clap::Parser;
 use server::{Config, serve};
-use std::net::SocketAddr;
+use std::{io::IsTerminal, net::SocketAddr};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -8,6 +8,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     // Every stream is a socket; the soft limit is often 1024 while the hard one allows ~20k.
     match rlimit::increase_nofile_limit(u64::MAX) {

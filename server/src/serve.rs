@@ -32,7 +32,11 @@ impl Disconnect {
 /// Binds with an explicit backlog: tokio's default is small, and a burst of connects beyond it
 /// waits out 1 s SYN retries.
 pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)
@@ -40,10 +44,17 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 
 /// Serves `app` until `shutdown` is cancelled, then lets open connections finish (their
 /// streams end on the same token) for at most `grace`.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken, grace: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
     let mut last_accept_warning: Option<Instant> = None;
     loop {
         let (tcp, _peer) = tokio::select! {
@@ -69,7 +80,8 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             req.extensions_mut().insert(handle.clone());
             req
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc)));
+        let conn = graceful
+            .watch(builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc)));
         tokio::spawn(async move {
             tokio::select! {
                 result = conn => if let Err(e) = result {
@@ -80,7 +92,13 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?grace, "connections still open after the grace period; closing them");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "connections still open after the grace period; closing them"
+        );
     }
 }

@@ -30,7 +30,12 @@ pub struct HubStream {
 }
 
 impl HubStream {
-    pub fn new(sub: Subscription, retry: Duration, keep_alive: Duration, permit: StreamPermit) -> Self {
+    pub fn new(
+        sub: Subscription,
+        retry: Duration,
+        keep_alive: Duration,
+        permit: StreamPermit,
+    ) -> Self {
         let mut first = frame::preamble(retry);
         for frame in &sub.replay {
             first.extend_from_slice(frame);
@@ -95,18 +100,27 @@ pub fn v1(
     first.extend_from_slice(&frame::data_only(HI));
     let start = Instant::now();
     let state = (start + interval, start, shutdown, permit);
-    let rest = stream::unfold(state, move |(next_hi, last_sent, shutdown, permit)| async move {
-        let due = next_hi.min(last_sent + keep_alive);
-        tokio::select! {
-            () = shutdown.cancelled() => return None,
-            () = sleep_until(due) => {}
-        }
-        let now = Instant::now();
-        if now >= next_hi {
-            Some((Ok(frame::data_only(HI)), (next_hi + interval, now, shutdown, permit)))
-        } else {
-            Some((Ok(Bytes::from_static(frame::KEEP_ALIVE)), (next_hi, now, shutdown, permit)))
-        }
-    });
+    let rest = stream::unfold(
+        state,
+        move |(next_hi, last_sent, shutdown, permit)| async move {
+            let due = next_hi.min(last_sent + keep_alive);
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = sleep_until(due) => {}
+            }
+            let now = Instant::now();
+            if now >= next_hi {
+                Some((
+                    Ok(frame::data_only(HI)),
+                    (next_hi + interval, now, shutdown, permit),
+                ))
+            } else {
+                Some((
+                    Ok(Bytes::from_static(frame::KEEP_ALIVE)),
+                    (next_hi, now, shutdown, permit),
+                ))
+            }
+        },
+    );
     stream::once(async move { Ok(first.freeze()) }).chain(rest)
 }

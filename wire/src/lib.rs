@@ -90,10 +90,22 @@ mod tests {
         assert_eq!(validate_username("Zoë 🦀 名前"), Ok(()));
         assert_eq!(validate_username(""), Err(UsernameError::Missing));
         assert_eq!(validate_username(&"a".repeat(64)), Ok(()));
-        assert_eq!(validate_username(&"a".repeat(65)), Err(UsernameError::TooLong));
-        assert_eq!(validate_username("é".repeat(33).as_str()), Err(UsernameError::TooLong));
-        assert_eq!(validate_username("a\nb"), Err(UsernameError::ControlCharacter));
-        assert_eq!(validate_username("a\u{7f}"), Err(UsernameError::ControlCharacter));
+        assert_eq!(
+            validate_username(&"a".repeat(65)),
+            Err(UsernameError::TooLong)
+        );
+        assert_eq!(
+            validate_username("é".repeat(33).as_str()),
+            Err(UsernameError::TooLong)
+        );
+        assert_eq!(
+            validate_username("a\nb"),
+            Err(UsernameError::ControlCharacter)
+        );
+        assert_eq!(
+            validate_username("a\u{7f}"),
+            Err(UsernameError::ControlCharacter)
+        );
         assert_eq!(validate_username("a:b"), Err(UsernameError::Colon));
     }
 }

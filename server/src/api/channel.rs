@@ -45,7 +45,11 @@ impl Channel {
             hub,
             sink,
             budget: state.budget.clone(),
-            limits: Arc::new(Limits { retry: c.retry, keep_alive: c.keep_alive, max_body: c.max_body }),
+            limits: Arc::new(Limits {
+                retry: c.retry,
+                keep_alive: c.keep_alive,
+                max_body: c.max_body,
+            }),
         }
     }
 }
@@ -61,7 +65,10 @@ pub fn routes(prefix: &str, channel: Channel) -> Router {
 pub fn sse_response(body: Body) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
@@ -78,8 +85,13 @@ async fn subscribe(
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let last = query.last_seen(&headers);
-    let permit = channel.budget.try_acquire().ok_or(AppError::ServerFull(channel.budget.max()))?;
-    let sub = channel.hub.subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))?;
+    let permit = channel
+        .budget
+        .try_acquire()
+        .ok_or(AppError::ServerFull(channel.budget.max()))?;
+    let sub = channel
+        .hub
+        .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))?;
     tracing::debug!(?last, replayed = sub.replay.len(), "stream opened");
     let limits = &channel.limits;
     let body = HubStream::new(sub, limits.retry, limits.keep_alive, permit);
@@ -100,7 +112,10 @@ async fn publish(
     match &channel.sink {
         Sink::Local => {
             let d = channel.hub.publish(user, &text);
-            Ok(Json(wire::Published { id: d.position.to_string(), delivered: d.delivered }))
+            Ok(Json(wire::Published {
+                id: d.position.to_string(),
+                delivered: d.delivered,
+            }))
         }
     }
 }

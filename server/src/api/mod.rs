@@ -40,9 +40,10 @@ pub fn router(state: AppState) -> Router {
 
 async fn fallback(assets: assets::Service, req: Request) -> Response {
     let path = req.uri().path();
-    let is_api = API_PREFIXES
-        .iter()
-        .any(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')));
+    let is_api = API_PREFIXES.iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
     if is_api {
         return AppError::NotFound.into_response();
     }

@@ -17,8 +17,18 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let ready = !state.shutdown.is_cancelled();
     let reason = if ready { "serving" } else { "shutting down" };
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(wire::Readiness { ready, reason: reason.into() }))
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(wire::Readiness {
+            ready,
+            reason: reason.into(),
+        }),
+    )
 }
 
 /// Prometheus text format.
@@ -29,7 +39,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut gauge = |name: &str, kind: &str, f: &dyn Fn(&crate::hub::HubStats) -> u64| {
         let _ = writeln!(out, "# TYPE ssepush_{name} {kind}");
         for hub in state.hubs() {
-            let _ = writeln!(out, "ssepush_{name}{{api=\"{}\"}} {}", hub.name(), f(&hub.stats()));
+            let _ = writeln!(
+                out,
+                "ssepush_{name}{{api=\"{}\"}} {}",
+                hub.name(),
+                f(&hub.stats())
+            );
         }
     };
     gauge("users", "gauge", &|s| s.users as u64);

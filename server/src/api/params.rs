@@ -19,7 +19,9 @@ pub struct StreamQuery {
 
 impl StreamQuery {
     pub fn from_request(query: Result<Query<Self>, QueryRejection>) -> Result<Self, AppError> {
-        query.map(|Query(q)| q).map_err(|e| AppError::BadRequest(e.body_text()))
+        query
+            .map(|Query(q)| q)
+            .map_err(|e| AppError::BadRequest(e.body_text()))
     }
 
     pub fn username(&self) -> Result<&str, AppError> {
@@ -31,13 +33,19 @@ impl StreamQuery {
     /// The `Last-Event-ID` header wins over the query parameter: the browser sets it on every
     /// reconnect with the newest id, while the query keeps the page's first value.
     pub fn last_seen(&self, headers: &HeaderMap) -> LastSeen {
-        let header = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        let header = headers
+            .get("last-event-id")
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
         LastSeen::parse(header.or(self.last_event_id.as_deref()))
     }
 }
 
 /// Reads a message body: raw UTF-8 text, whatever its Content-Type, at most `limit` bytes.
-pub async fn message_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<String, AppError> {
+pub async fn message_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<String, AppError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -17,8 +17,17 @@ pub async fn sse(
     let query = StreamQuery::from_request(query)?;
     let user = query.username()?;
     tracing::Span::current().record("user", user);
-    let permit = state.budget.try_acquire().ok_or(AppError::ServerFull(state.budget.max()))?;
+    let permit = state
+        .budget
+        .try_acquire()
+        .ok_or(AppError::ServerFull(state.budget.max()))?;
     let c = &state.config;
-    let body = stream::v1(c.v1_interval, c.keep_alive, c.retry, state.shutdown.clone(), permit);
+    let body = stream::v1(
+        c.v1_interval,
+        c.keep_alive,
+        c.retry,
+        state.shutdown.clone(),
+        permit,
+    );
     Ok(sse_response(Body::from_stream(body)))
 }

@@ -65,7 +65,7 @@ pub struct Hub {
 
 struct Shared {
     config: HubConfig,
-    shards: Box<[Mutex<HashMap<Arc<str>, User>>]>,
+    shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     /// Lane of the ids this hub assigns itself (v2): the process start time in milliseconds, so
     /// ids from an earlier process are recognised as such.
@@ -79,6 +79,8 @@ struct Shared {
     slow_closed: AtomicU64,
     published: AtomicU64,
 }
+
+type Shard = HashMap<Arc<str>, User>;
 
 struct User {
     streams: Vec<Subscriber>,
@@ -142,9 +144,11 @@ impl Hub {
         self.shared.config.name
     }
 
-    fn shard(&self, user: &str) -> MutexGuard<'_, HashMap<Arc<str>, User>> {
+    fn shard(&self, user: &str) -> MutexGuard<'_, Shard> {
         let i = self.shared.hasher.hash_one(user) as usize % SHARDS;
-        self.shared.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.shards[i]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Publishes a message under the next id of this hub's own numbering (v2).
@@ -174,17 +178,30 @@ impl Hub {
         };
         // Assigned under the shard lock, so one user's ids rise in the order of delivery.
         let position = position.unwrap_or_else(|| {
-            Position::new(self.shared.local_lane, self.shared.next_seq.fetch_add(1, Relaxed))
+            Position::new(
+                self.shared.local_lane,
+                self.shared.next_seq.fetch_add(1, Relaxed),
+            )
         });
-        if entry.last_seq(position.lane).is_some_and(|seen| seen >= position.seq) {
-            return Delivery { position, delivered: 0, fresh: false };
+        if entry
+            .last_seq(position.lane)
+            .is_some_and(|seen| seen >= position.seq)
+        {
+            return Delivery {
+                position,
+                delivered: 0,
+                fresh: false,
+            };
         }
         self.raise_high_water(position);
         let frame = frame::message(&position.to_string(), text);
         let mut delivered = 0;
         let mut slow = 0;
         entry.streams.retain(|sub| {
-            if sub.skip_through.is_some_and(|s| s.lane == position.lane && position.seq <= s.seq) {
+            if sub
+                .skip_through
+                .is_some_and(|s| s.lane == position.lane && position.seq <= s.seq)
+            {
                 return true;
             }
             if sub.queue.push(frame.clone()) {
@@ -195,15 +212,28 @@ impl Hub {
                 false
             }
         });
-        entry.history.push_back(Entry { position, frame, at: now });
+        entry.history.push_back(Entry {
+            position,
+            frame,
+            at: now,
+        });
         entry.evict(&self.shared.config, now);
         drop(shard);
         self.shared.published.fetch_add(1, Relaxed);
         if slow > 0 {
             self.shared.slow_closed.fetch_add(slow, Relaxed);
-            tracing::info!(hub = self.name(), user, streams = slow, "closed streams that fell behind");
+            tracing::info!(
+                hub = self.name(),
+                user,
+                streams = slow,
+                "closed streams that fell behind"
+            );
         }
-        Delivery { position, delivered, fresh: true }
+        Delivery {
+            position,
+            delivered,
+            fresh: true,
+        }
     }
 
     /// Registers a stream for `user`, with what it missed since `last` queued ahead of it.
@@ -250,7 +280,10 @@ impl Hub {
         let (replay, skip_through) = match last {
             LastSeen::Nothing => (Vec::new(), None),
             LastSeen::Unknown(raw) => {
-                let mut replay = vec![resync(raw, "the last event id is not one this server issues")];
+                let mut replay = vec![resync(
+                    raw,
+                    "the last event id is not one this server issues",
+                )];
                 replay.extend(entry.history.iter().map(|e| e.frame.clone()));
                 (replay, None)
             }
@@ -258,20 +291,37 @@ impl Hub {
         };
         let id = self.shared.next_stream_id.fetch_add(1, Relaxed);
         let queue = Arc::new(StreamQueue::new(config.queue_len, disconnect));
-        entry.streams.push(Subscriber { id, queue: queue.clone(), skip_through });
+        entry.streams.push(Subscriber {
+            id,
+            queue: queue.clone(),
+            skip_through,
+        });
         drop(shard);
-        Ok(Subscription { queue, replay, hub: self.clone(), user: key, id })
+        Ok(Subscription {
+            queue,
+            replay,
+            hub: self.clone(),
+            user: key,
+            id,
+        })
     }
 
     fn replay_after(&self, user: &User, last: Position) -> Vec<Bytes> {
         if let Some(i) = user.history.iter().position(|e| e.position == last) {
-            return user.history.iter().skip(i + 1).map(|e| e.frame.clone()).collect();
+            return user
+                .history
+                .iter()
+                .skip(i + 1)
+                .map(|e| e.frame.clone())
+                .collect();
         }
         let gap = match user.floor.iter().find(|f| f.lane == last.lane) {
             Some(floor) => last.seq < floor.seq,
             // Nothing on this lane was ever dropped here. Our own lane can't be unknown, so
             // an id on another lane comes from an earlier process: everything since is gone.
-            None => !self.shared.config.positions_from_source && last.lane != self.shared.local_lane,
+            None => {
+                !self.shared.config.positions_from_source && last.lane != self.shared.local_lane
+            }
         };
         let mut replay = Vec::new();
         if gap {
@@ -352,19 +402,34 @@ impl Hub {
     }
 
     fn high_water(&self) -> Vec<Position> {
-        let lanes = self.shared.high_water.read().unwrap_or_else(|e| e.into_inner());
-        lanes.iter().map(|(lane, seq)| Position::new(*lane, seq.load(Relaxed))).collect()
+        let lanes = self
+            .shared
+            .high_water
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        lanes
+            .iter()
+            .map(|(lane, seq)| Position::new(*lane, seq.load(Relaxed)))
+            .collect()
     }
 
     fn raise_high_water(&self, p: Position) {
         {
-            let lanes = self.shared.high_water.read().unwrap_or_else(|e| e.into_inner());
+            let lanes = self
+                .shared
+                .high_water
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
             if let Some((_, seq)) = lanes.iter().find(|(lane, _)| *lane == p.lane) {
                 seq.fetch_max(p.seq, Relaxed);
                 return;
             }
         }
-        let mut lanes = self.shared.high_water.write().unwrap_or_else(|e| e.into_inner());
+        let mut lanes = self
+            .shared
+            .high_water
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         match lanes.iter().find(|(lane, _)| *lane == p.lane) {
             Some((_, seq)) => {
                 seq.fetch_max(p.seq, Relaxed);

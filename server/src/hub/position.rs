@@ -31,7 +31,10 @@ impl FromStr for Position {
         if !digits(lane) || !digits(seq) {
             return Err(());
         }
-        Ok(Self::new(lane.parse().map_err(drop)?, seq.parse().map_err(drop)?))
+        Ok(Self::new(
+            lane.parse().map_err(drop)?,
+            seq.parse().map_err(drop)?,
+        ))
     }
 }
 
@@ -58,7 +61,9 @@ impl LastSeen {
                 }
                 Self::Unknown(format!("{}…", &s[..cut]))
             }
-            Some(s) => s.parse().map_or_else(|()| Self::Unknown(s.to_owned()), Self::At),
+            Some(s) => s
+                .parse()
+                .map_or_else(|()| Self::Unknown(s.to_owned()), Self::At),
         }
     }
 }
@@ -76,7 +81,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for s in ["", "-", "1-", "-1", "1-2-3", "a-1", "+1-2", "1 -2", "99999999999999999999-1"] {
+        for s in [
+            "",
+            "-",
+            "1-",
+            "-1",
+            "1-2-3",
+            "a-1",
+            "+1-2",
+            "1 -2",
+            "99999999999999999999-1",
+        ] {
             assert!(s.parse::<Position>().is_err(), "{s:?}");
         }
     }
@@ -85,8 +100,14 @@ mod tests {
     fn last_seen() {
         assert_eq!(LastSeen::parse(None), LastSeen::Nothing);
         assert_eq!(LastSeen::parse(Some("")), LastSeen::Nothing);
-        assert_eq!(LastSeen::parse(Some("3-4")), LastSeen::At(Position::new(3, 4)));
-        assert!(matches!(LastSeen::parse(Some("nope")), LastSeen::Unknown(_)));
+        assert_eq!(
+            LastSeen::parse(Some("3-4")),
+            LastSeen::At(Position::new(3, 4))
+        );
+        assert!(matches!(
+            LastSeen::parse(Some("nope")),
+            LastSeen::Unknown(_)
+        ));
         let huge = "é".repeat(1_000_000);
         match LastSeen::parse(Some(&huge)) {
             LastSeen::Unknown(s) => assert!(s.len() <= wire::MAX_LAST_EVENT_ID_BYTES + 3),

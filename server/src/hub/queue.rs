@@ -49,7 +49,11 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 impl StreamQueue {
     pub fn new(capacity: usize, disconnect: Option<CancellationToken>) -> Self {
-        Self { capacity: capacity.max(1), state: Mutex::default(), disconnect }
+        Self {
+            capacity: capacity.max(1),
+            state: Mutex::default(),
+            disconnect,
+        }
     }
 
     /// Queues a frame. Returns `false` when the stream is (now) closed.
@@ -66,13 +70,17 @@ impl StreamQueue {
             if let Some(token) = &self.disconnect {
                 token.cancel();
             }
-            waker.map(Waker::wake);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
             return false;
         }
         state.frames.push_back(frame);
         let waker = state.waker.take();
         drop(state);
-        waker.map(Waker::wake);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         true
     }
 
@@ -82,7 +90,9 @@ impl StreamQueue {
         state.closed.get_or_insert(why);
         let waker = state.waker.take();
         drop(state);
-        waker.map(Waker::wake);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Everything queued, coalesced into one chunk so a burst costs one write.
@@ -143,7 +153,10 @@ mod tests {
         assert!(!token.is_cancelled());
         assert!(!q.push(Bytes::from_static(b"e")));
         assert!(token.is_cancelled());
-        assert!(matches!(poll(&q), Poll::Ready(Next::Closed(Closed::Overflow))));
+        assert!(matches!(
+            poll(&q),
+            Poll::Ready(Next::Closed(Closed::Overflow))
+        ));
         assert!(!q.push(Bytes::from_static(b"f")));
     }
 
@@ -153,6 +166,9 @@ mod tests {
         q.push(Bytes::from_static(b"x"));
         q.close(Closed::Shutdown);
         assert!(matches!(poll(&q), Poll::Ready(Next::Frames(_))));
-        assert!(matches!(poll(&q), Poll::Ready(Next::Closed(Closed::Shutdown))));
+        assert!(matches!(
+            poll(&q),
+            Poll::Ready(Next::Closed(Closed::Shutdown))
+        ));
     }
 }

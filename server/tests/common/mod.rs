@@ -1,0 +1,143 @@
+//! A real server on 127.0.0.1:0 and a real SSE client, for the integration tests.
+#![allow(dead_code)]
+
+use eventsource_stream::{Event, EventStream, Eventsource};
+use futures_util::{Stream, StreamExt};
+use std::{
+    pin::Pin,
+    time::{Duration, Instant},
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+pub struct TestServer {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the server with `args` on top of test-friendly defaults.
+pub async fn spawn(args: &[&str]) -> TestServer {
+    let mut argv = vec![
+        "ssepush",
+        "--static-dir",
+        "/nonexistent",
+        "--shutdown-grace",
+        "3s",
+    ];
+    argv.extend_from_slice(args);
+    let config = server::Config::from_args(argv).expect("valid test flags");
+    let listener = server::serve::bind("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::run(listener, config, async move {
+        let _ = rx.await;
+    }));
+    TestServer {
+        base: format!("http://{addr}"),
+        addr,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Signals shutdown and waits for `run` to return; gives how long that took.
+    pub async fn stop(mut self) -> Duration {
+        let started = Instant::now();
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("server stopped within 10 s")
+            .expect("server task did not panic")
+            .expect("server returned Ok");
+        started.elapsed()
+    }
+
+    pub async fn post(
+        &self,
+        version: &str,
+        user: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        client()
+            .post(self.url(&format!("/{version}/message")))
+            .query(&[("username", user)])
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs and returns the id the server gave the message.
+    pub async fn publish(&self, version: &str, user: &str, body: &str) -> wire::Published {
+        let response = self.post(version, user, body.to_owned()).await;
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        response.json().await.unwrap()
+    }
+
+    pub async fn open(&self, version: &str, user: &str) -> Events {
+        self.open_with(version, user, None).await
+    }
+
+    /// Opens a stream with a real SSE client, optionally resuming with `Last-Event-ID`.
+    pub async fn open_with(&self, version: &str, user: &str, last_id: Option<&str>) -> Events {
+        let mut request = client()
+            .get(self.url(&format!("/{version}/sse")))
+            .query(&[("username", user)]);
+        if let Some(id) = last_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        events(response)
+    }
+
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} in {text}"))
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+pub fn events(response: reqwest::Response) -> Events {
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let stream: EventStream<_> = response.bytes_stream().eventsource();
+    Box::pin(stream.map(|e| e.expect("well-formed SSE")))
+}
+
+/// The next event, failing the test after `secs` seconds.
+pub async fn next(events: &mut Events, secs: u64) -> Event {
+    tokio::time::timeout(Duration::from_secs(secs), events.next())
+        .await
+        .expect("an event in time")
+        .expect("stream still open")
+}
+
+/// Asserts no event arrives within `ms` milliseconds.
+pub async fn quiet(events: &mut Events, ms: u64) {
+    if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(ms), events.next()).await {
+        panic!("unexpected event {e:?}");
+    }
+}
