@@ -66,6 +66,28 @@ pub struct Config {
     #[arg(long, env = "MAX_STREAMS", default_value_t = 19_500)]
     pub max_streams: usize,
 
+    /// Kafka bootstrap servers for v3; empty switches Kafka off (v3 POSTs then answer 503).
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "localhost:9092")]
+    pub kafka_brokers: String,
+
+    /// Topic of v3 records (`username:message`).
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "v3_messages")]
+    pub kafka_topic: String,
+
+    /// Consumer group of this instance [default: ssepush-<hostname>-<port>]. Each instance
+    /// needs its own, so that every instance reads every record; keep it stable across
+    /// restarts to resume from the committed offsets.
+    #[arg(long, env = "KAFKA_GROUP")]
+    pub kafka_group: Option<String>,
+
+    /// How long a v3 POST waits for Kafka's acknowledgement before answering 503.
+    #[arg(long, env = "KAFKA_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub kafka_timeout: Duration,
+
+    /// Kafka consumer session timeout: how soon a dead instance's group membership lapses.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub kafka_session_timeout: Duration,
+
     /// How long shutdown waits for connections to finish before exiting anyway.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "3s", value_parser = duration)]
     pub shutdown_grace: Duration,

@@ -4,6 +4,7 @@
 //! - [`config`]: flags and env vars.
 //! - [`frame`]: the SSE wire format.
 //! - [`hub`]: the per-user registry, history and bounded per-stream queues.
+//! - [`kafka`]: v3's consumer and producer.
 //! - [`stream`]: SSE response bodies built on the hub.
 //! - [`api`]: HTTP routes; v2 and v3 share one implementation.
 //! - [`serve`]: the accept loop and graceful shutdown.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod frame;
 pub mod hub;
+pub mod kafka;
 pub mod serve;
 pub mod state;
 pub mod stream;
@@ -35,7 +37,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let token = CancellationToken::new();
-    let state = AppState::new(config, token.clone());
+    let mut state = AppState::new(config, token.clone());
+    state.kafka = match kafka::Settings::from_config(&state.config) {
+        Some(settings) => Some(kafka::Kafka::start(
+            settings,
+            state.v3.clone(),
+            token.clone(),
+        )?),
+        None => {
+            tracing::warn!(
+                "kafka is switched off: v3 streams get no messages and v3 POSTs answer 503"
+            );
+            None
+        }
+    };
     let grace = state.config.shutdown_grace;
     tokio::spawn(sweep(state.clone(), token.clone()));
     tokio::spawn({
@@ -52,7 +67,18 @@ pub async fn run(
         }
     });
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    serve::serve(listener, api::router(state), token, grace).await;
+    let kafka_stopped = async {
+        if let Some(kafka) = &state.kafka {
+            token.cancelled().await;
+            if tokio::time::timeout(grace, kafka.stopped()).await.is_err() {
+                tracing::warn!(
+                    "kafka consumer did not stop in time; its last offsets may be redelivered"
+                );
+            }
+        }
+    };
+    let serving = serve::serve(listener, api::router(state.clone()), token.clone(), grace);
+    tokio::join!(serving, kafka_stopped);
     tracing::info!("stopped");
     Ok(())
 }

@@ -7,6 +7,7 @@ use crate::{
     budget::StreamBudget,
     config::Config,
     hub::{Hub, HubConfig},
+    kafka::Kafka,
 };
 
 #[derive(Clone)]
@@ -15,6 +16,8 @@ pub struct AppState {
     pub budget: StreamBudget,
     pub v2: Hub,
     pub v3: Hub,
+    /// v3's Kafka clients; `None` when Kafka is switched off.
+    pub kafka: Option<Kafka>,
     /// Cancelled when shutdown starts; streams not owned by a hub end on it.
     pub shutdown: CancellationToken,
 }
@@ -34,7 +37,8 @@ impl AppState {
         Self {
             budget: StreamBudget::new(config.max_streams),
             v2: hub("v2", false),
-            v3: hub("v3", false),
+            v3: hub("v3", true),
+            kafka: None,
             config: Arc::new(config),
             shutdown,
         }

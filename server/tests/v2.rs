@@ -166,11 +166,13 @@ async fn history_expires() {
 }
 
 #[tokio::test]
-async fn v3_shares_the_v2_behaviour() {
+async fn v3_post_without_kafka_is_503() {
     let server = spawn(&[]).await;
-    let mut demo = server.open("v3", "demo").await;
-    let published = server.publish("v3", "demo", "through v3").await;
-    let e = next(&mut demo, 5).await;
-    assert_eq!((e.data.as_str(), e.id), ("through v3", published.id));
+    let response = server.post("v3", "demo", "nowhere to go").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "kafka is switched off on this server\n"
+    );
     server.stop().await;
 }

@@ -13,8 +13,8 @@ use std::{sync::Arc, time::Duration};
 
 use super::params::{StreamQuery, message_body};
 use crate::{
-    budget::StreamBudget, error::AppError, hub::Hub, serve::Disconnect, state::AppState,
-    stream::HubStream,
+    budget::StreamBudget, error::AppError, hub::Hub, kafka::Kafka, serve::Disconnect,
+    state::AppState, stream::HubStream,
 };
 
 /// Where a POSTed message goes before it reaches the hub.
@@ -22,6 +22,8 @@ use crate::{
 pub enum Sink {
     /// Straight into this process's hub (v2).
     Local,
+    /// Into Kafka; every instance's consumer then feeds its own hub (v3).
+    Kafka(Option<Kafka>),
 }
 
 #[derive(Clone)]
@@ -117,5 +119,14 @@ async fn publish(
                 delivered: d.delivered,
             }))
         }
+        Sink::Kafka(Some(kafka)) => Ok(Json(
+            kafka
+                .publish(user, &text)
+                .await
+                .map_err(|e| AppError::Unavailable(e.to_string()))?,
+        )),
+        Sink::Kafka(None) => Err(AppError::Unavailable(
+            "kafka is switched off on this server".into(),
+        )),
     }
 }

@@ -23,7 +23,7 @@ const API_PREFIXES: [&str; 6] = ["/v1", "/v2", "/v3", "/healthz", "/readyz", "/m
 
 pub fn router(state: AppState) -> Router {
     let v2 = Channel::new(state.v2.clone(), Sink::Local, &state);
-    let v3 = Channel::new(state.v3.clone(), Sink::Local, &state);
+    let v3 = Channel::new(state.v3.clone(), Sink::Kafka(state.kafka.clone()), &state);
     let assets = assets::service(&state.config.static_dir);
     Router::new()
         .route("/healthz", get(ops::healthz))

@@ -15,20 +15,20 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let ready = !state.shutdown.is_cancelled();
-    let reason = if ready { "serving" } else { "shutting down" };
+    let (ready, reason) = if state.shutdown.is_cancelled() {
+        (false, "shutting down".to_owned())
+    } else {
+        match &state.kafka {
+            Some(kafka) => kafka.readiness(),
+            None => (true, "serving; kafka is switched off".to_owned()),
+        }
+    };
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(wire::Readiness {
-            ready,
-            reason: reason.into(),
-        }),
-    )
+    (status, Json(wire::Readiness { ready, reason }))
 }
 
 /// Prometheus text format.
@@ -52,5 +52,14 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     gauge("history_messages", "gauge", &|s| s.history as u64);
     gauge("published_total", "counter", &|s| s.published);
     gauge("slow_streams_closed_total", "counter", &|s| s.slow_closed);
+    if let Some(kafka) = &state.kafka {
+        let k = kafka.stats();
+        let _ = writeln!(out, "# TYPE ssepush_kafka_connected gauge");
+        let _ = writeln!(out, "ssepush_kafka_connected {}", u8::from(k.connected));
+        let _ = writeln!(out, "# TYPE ssepush_kafka_records_total counter");
+        let _ = writeln!(out, "ssepush_kafka_records_total {}", k.records);
+        let _ = writeln!(out, "# TYPE ssepush_kafka_records_skipped_total counter");
+        let _ = writeln!(out, "ssepush_kafka_records_skipped_total {}", k.skipped);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -101,6 +101,8 @@ struct Entry {
     position: Position,
     frame: Bytes,
     at: Instant,
+    /// Streams it was queued to when published.
+    delivered: usize,
 }
 
 /// An open stream's end of the hub. Dropping it removes the stream from the registry.
@@ -156,14 +158,37 @@ impl Hub {
         self.deliver(user, text, None)
     }
 
-    /// Publishes a message at a position given by its source (v3: Kafka partition and offset).
-    /// A position the user already has is dropped, so redeliveries never reach a stream twice.
-    pub fn publish_at(&self, user: &str, text: &str, position: Position) -> Delivery {
-        self.deliver(user, text, Some(position))
+    /// Publishes a message at a position given by its source (v3: Kafka partition and offset),
+    /// `age` after it was produced. A position the user already has is dropped, so redeliveries
+    /// never reach a stream twice; a message older than the history window only moves the
+    /// user's floor, so a restarted consumer doesn't replay stale records as live ones.
+    pub fn publish_at(
+        &self,
+        user: &str,
+        text: &str,
+        position: Position,
+        age: Duration,
+    ) -> Delivery {
+        self.deliver(user, text, Some((position, age)))
     }
 
-    fn deliver(&self, user: &str, text: &str, position: Option<Position>) -> Delivery {
+    fn deliver(&self, user: &str, text: &str, source: Option<(Position, Duration)>) -> Delivery {
         let now = Instant::now();
+        let age = source.map_or(Duration::ZERO, |(_, age)| age);
+        if let Some((position, _)) = source.filter(|_| age >= self.shared.config.history_ttl) {
+            let mut shard = self.shard(user);
+            if let Some(entry) = shard.get_mut(user) {
+                entry.raise_floor(position);
+            }
+            drop(shard);
+            self.raise_high_water(position);
+            return Delivery {
+                position,
+                delivered: 0,
+                fresh: false,
+            };
+        }
+        let at = now.checked_sub(age).unwrap_or(now);
         let mut shard = self.shard(user);
         let entry = match shard.get_mut(user) {
             Some(entry) => entry,
@@ -177,7 +202,7 @@ impl Hub {
             }
         };
         // Assigned under the shard lock, so one user's ids rise in the order of delivery.
-        let position = position.unwrap_or_else(|| {
+        let position = source.map(|(p, _)| p).unwrap_or_else(|| {
             Position::new(
                 self.shared.local_lane,
                 self.shared.next_seq.fetch_add(1, Relaxed),
@@ -215,7 +240,8 @@ impl Hub {
         entry.history.push_back(Entry {
             position,
             frame,
-            at: now,
+            at,
+            delivered,
         });
         entry.evict(&self.shared.config, now);
         drop(shard);
@@ -371,6 +397,55 @@ impl Hub {
         }
     }
 
+    /// How many streams the message at `position` was queued to, once it has been published.
+    pub fn delivered_count(&self, user: &str, position: Position) -> Option<usize> {
+        let shard = self.shard(user);
+        let entry = shard.get(user)?;
+        entry
+            .history
+            .iter()
+            .rev()
+            .find(|e| e.position == position)
+            .map(|e| e.delivered)
+    }
+
+    /// Whether `user`'s history holds `position`: `Some(true)` with this very text (a
+    /// redelivery), `Some(false)` with another text (the source numbers anew), `None` if unknown.
+    pub fn knows(&self, user: &str, position: Position, text: &str) -> Option<bool> {
+        let shard = self.shard(user);
+        let entry = shard.get(user)?;
+        let held = entry
+            .history
+            .iter()
+            .rev()
+            .find(|e| e.position == position)?;
+        Some(held.frame == frame::message(&position.to_string(), text))
+    }
+
+    /// Forgets everything about `lane`: its source started numbering again (a Kafka topic that
+    /// was deleted and created anew), so old positions on it mean nothing now.
+    pub fn reset_lane(&self, lane: u64) {
+        for shard in self.shared.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.retain(|_, user| {
+                user.history.retain(|e| e.position.lane != lane);
+                user.floor.retain(|f| f.lane != lane);
+                for sub in &mut user.streams {
+                    if sub.skip_through.is_some_and(|s| s.lane == lane) {
+                        sub.skip_through = None;
+                    }
+                }
+                !user.streams.is_empty() || !user.history.is_empty()
+            });
+        }
+        let mut lanes = self
+            .shared
+            .high_water
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        lanes.retain(|(l, _)| *l != lane);
+    }
+
     /// Ends every stream cleanly and refuses new ones.
     pub fn close_all(&self) {
         self.shared.closing.store(true, Relaxed);
@@ -456,14 +531,18 @@ impl User {
                 break;
             }
             let p = front.position;
-            match self.floor.iter_mut().find(|f| f.lane == p.lane) {
-                Some(f) => f.seq = f.seq.max(p.seq),
-                None => self.floor.push(p),
-            }
+            self.raise_floor(p);
             self.history.pop_front();
         }
         if self.history.is_empty() && self.history.capacity() > 0 {
             self.history = VecDeque::new();
+        }
+    }
+
+    fn raise_floor(&mut self, p: Position) {
+        match self.floor.iter_mut().find(|f| f.lane == p.lane) {
+            Some(f) => f.seq = f.seq.max(p.seq),
+            None => self.floor.push(p),
         }
     }
 

@@ -1,6 +1,8 @@
 //! A real server on 127.0.0.1:0 and a real SSE client, for the integration tests.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use eventsource_stream::{Event, EventStream, Eventsource};
 use futures_util::{Stream, StreamExt};
 use std::{
@@ -20,12 +22,18 @@ pub struct TestServer {
 
 /// Starts the server with `args` on top of test-friendly defaults.
 pub async fn spawn(args: &[&str]) -> TestServer {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut argv = vec![
         "ssepush",
         "--static-dir",
         "/nonexistent",
         "--shutdown-grace",
         "3s",
+        "--kafka-brokers",
+        "",
     ];
     argv.extend_from_slice(args);
     let config = server::Config::from_args(argv).expect("valid test flags");

@@ -1,0 +1,204 @@
+//! v3's Kafka side: a consumer that feeds every record of the topic into the v3 hub, and a
+//! producer for `POST /v3/message`.
+//!
+//! Every instance must deliver every record to the streams it holds, so each instance reads all
+//! partitions in a consumer group of its own. Offsets are stored only after a record has reached
+//! the hub (at-least-once); the hub drops positions it already has, so redeliveries never reach
+//! a stream twice.
+
+mod consumer;
+mod context;
+mod producer;
+pub mod record;
+
+pub use producer::Unavailable;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+use tokio::sync::Notify;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{config::Config, hub::Hub};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    /// How long a produce may take before the POST gives up with 503.
+    pub timeout: Duration,
+    pub session_timeout: Duration,
+    pub max_message: usize,
+}
+
+impl Settings {
+    /// `None` when Kafka is switched off (`--kafka-brokers ""`).
+    pub fn from_config(config: &Config) -> Option<Self> {
+        let brokers = config.kafka_brokers.trim();
+        if brokers.is_empty() {
+            return None;
+        }
+        let group = config.kafka_group.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".into());
+            format!("ssepush-{host}-{}", config.port)
+        });
+        Some(Self {
+            brokers: brokers.to_owned(),
+            topic: config.kafka_topic.clone(),
+            group,
+            timeout: config.kafka_timeout,
+            session_timeout: config.kafka_session_timeout,
+            max_message: config.max_body,
+        })
+    }
+}
+
+/// A handle on the running Kafka clients.
+#[derive(Clone)]
+pub struct Kafka {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: Settings,
+    producer: producer::Producer,
+    hub: Hub,
+    status: Mutex<Status>,
+    /// Woken whenever the consumer has handed a record to the hub.
+    progress: Notify,
+    records: AtomicU64,
+    skipped: AtomicU64,
+    tasks: TaskTracker,
+}
+
+#[derive(Debug, Clone)]
+struct Status {
+    connected: bool,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KafkaStats {
+    pub connected: bool,
+    pub records: u64,
+    pub skipped: u64,
+}
+
+impl Kafka {
+    /// Creates the clients and starts consuming. The broker need not be up: the clients keep
+    /// retrying, `/readyz` reports the state, and v1/v2 are unaffected.
+    pub fn start(
+        settings: Settings,
+        hub: Hub,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let producer = producer::Producer::new(&settings)?;
+        let consumer = consumer::create(&settings)?;
+        tracing::info!(
+            brokers = %settings.brokers,
+            topic = %settings.topic,
+            group = %settings.group,
+            "kafka clients created"
+        );
+        let kafka = Self {
+            shared: Arc::new(Shared {
+                settings,
+                producer,
+                hub,
+                status: Mutex::new(Status {
+                    connected: false,
+                    reason: "kafka: connecting".into(),
+                }),
+                progress: Notify::new(),
+                records: AtomicU64::new(0),
+                skipped: AtomicU64::new(0),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        let tasks = &kafka.shared.tasks;
+        tasks.spawn(consumer::run(consumer, kafka.clone(), shutdown.clone()));
+        tasks.spawn(kafka.clone().watch_connection(shutdown));
+        tasks.close();
+        Ok(kafka)
+    }
+
+    /// Resolves once the consumer has made its final commit and stopped (after shutdown).
+    pub async fn stopped(&self) {
+        self.shared.tasks.wait().await;
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    /// Produces a message for `user` and waits for Kafka's acknowledgement. Then waits briefly
+    /// for this instance's consumer to deliver it, to report how many local streams got it.
+    pub async fn publish(&self, user: &str, text: &str) -> Result<wire::Published, Unavailable> {
+        let position = self
+            .shared
+            .producer
+            .send(&self.shared.settings, user, text)
+            .await?;
+        let delivered = self.local_delivery(user, position).await.unwrap_or(0);
+        Ok(wire::Published {
+            id: position.to_string(),
+            delivered,
+        })
+    }
+
+    async fn local_delivery(&self, user: &str, position: crate::hub::Position) -> Option<usize> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let progressed = self.shared.progress.notified();
+            tokio::pin!(progressed);
+            progressed.as_mut().enable();
+            if let Some(n) = self.shared.hub.delivered_count(user, position) {
+                return Some(n);
+            }
+            tokio::time::timeout_at(deadline, progressed).await.ok()?;
+        }
+    }
+
+    /// Whether the broker answers and the topic exists, with the reason.
+    pub fn readiness(&self) -> (bool, String) {
+        let status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        (status.connected, status.reason.clone())
+    }
+
+    pub fn stats(&self) -> KafkaStats {
+        KafkaStats {
+            connected: self.readiness().0,
+            records: self.shared.records.load(Relaxed),
+            skipped: self.shared.skipped.load(Relaxed),
+        }
+    }
+
+    /// Asks the broker for the topic's metadata every couple of seconds; logs only changes.
+    async fn watch_connection(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let (connected, reason) = self.shared.producer.probe(&self.shared.settings).await;
+            let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+            if status.connected != connected || (!connected && status.reason != reason) {
+                if connected {
+                    tracing::info!(%reason, "kafka is ready");
+                } else {
+                    tracing::warn!(%reason, "kafka is not ready; retrying every 2 s");
+                }
+            }
+            *status = Status { connected, reason };
+        }
+    }
+}

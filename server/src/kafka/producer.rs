@@ -1,0 +1,94 @@
+//! Producing v3 messages, and probing the broker for readiness.
+
+use rdkafka::{
+    ClientConfig,
+    producer::{FutureProducer, FutureRecord, Producer as _},
+    util::Timeout,
+};
+use std::{sync::Arc, time::Duration};
+
+use super::{Settings, context::Context, record};
+use crate::hub::Position;
+
+/// Kafka could not take a message in time.
+#[derive(Debug, thiserror::Error)]
+#[error("kafka is unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+pub struct Producer {
+    inner: Arc<FutureProducer<Context>>,
+}
+
+impl Producer {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let inner = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("client.id", &settings.group)
+            .set("acks", "all")
+            // Bounds the whole delivery, retries included, so a POST never waits longer.
+            .set(
+                "message.timeout.ms",
+                settings.timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", "1")
+            .set("reconnect.backoff.max.ms", "2000")
+            .create_with_context(Context::new("producer"))?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Sends `user:text` keyed by `user` (so one user's messages share a partition and an
+    /// order) and returns where Kafka stored it.
+    pub async fn send(
+        &self,
+        settings: &Settings,
+        user: &str,
+        text: &str,
+    ) -> Result<Position, super::Unavailable> {
+        let value = record::encode(user, text);
+        let record = FutureRecord::to(&settings.topic).key(user).payload(&value);
+        let send = self.inner.send(record, Timeout::After(settings.timeout));
+        match tokio::time::timeout(settings.timeout, send).await {
+            Ok(Ok(d)) => Ok(Position::new(d.partition as u64, d.offset as u64)),
+            Ok(Err((e, _))) => Err(super::Unavailable(e.to_string())),
+            Err(_) => Err(super::Unavailable(format!(
+                "no acknowledgement within {:?}",
+                settings.timeout
+            ))),
+        }
+    }
+
+    /// (connected, reason): does the broker answer, and does it have the topic?
+    pub async fn probe(&self, settings: &Settings) -> (bool, String) {
+        let producer = self.inner.clone();
+        let topic = settings.topic.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_millis(1500))
+        })
+        .await;
+        let topic = &settings.topic;
+        match result {
+            Ok(Ok(metadata)) => match metadata.topics().iter().find(|t| t.name() == topic) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => (
+                    true,
+                    format!(
+                        "kafka connected; topic {topic} has {} partition(s)",
+                        t.partitions().len()
+                    ),
+                ),
+                _ => (
+                    false,
+                    format!("kafka connected but topic {topic} does not exist"),
+                ),
+            },
+            Ok(Err(e)) => (
+                false,
+                format!("kafka unreachable at {}: {e}", settings.brokers),
+            ),
+            Err(e) => (false, format!("kafka probe failed: {e}")),
+        }
+    }
+}

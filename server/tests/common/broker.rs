@@ -1,0 +1,119 @@
+//! A real Kafka-protocol broker (tansu) on a free loopback port, started and stopped by tests.
+
+use rdkafka::{
+    ClientConfig,
+    producer::{FutureProducer, FutureRecord},
+    util::Timeout,
+};
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+use tokio::process::{Child, Command};
+
+pub struct Broker {
+    pub addr: String,
+    child: Option<Child>,
+    producer: Option<FutureProducer>,
+}
+
+pub const TOPIC: &str = "v3_messages";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    /// Starts a broker with topic `v3_messages` (one partition).
+    pub async fn start() -> Self {
+        let mut broker = Self::stopped(free_port());
+        broker.up().await;
+        broker
+    }
+
+    /// A broker that is not running yet, on `port`.
+    pub fn stopped(port: u16) -> Self {
+        Self {
+            addr: format!("127.0.0.1:{port}"),
+            child: None,
+            producer: None,
+        }
+    }
+
+    /// Starts the broker process and creates the topic (memory storage starts empty).
+    pub async fn up(&mut self) {
+        assert!(self.child.is_none());
+        let url = format!("tcp://{}", self.addr);
+        let child = Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tansu on PATH (scripts/install-deps.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(&self.addr).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not open {}",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let status = Command::new("tansu")
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &url,
+                "--partitions",
+                "1",
+                TOPIC,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "tansu topic create");
+    }
+
+    pub async fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    fn producer(&mut self) -> &FutureProducer {
+        self.producer.get_or_insert_with(|| {
+            ClientConfig::new()
+                .set("bootstrap.servers", &self.addr)
+                .set("message.timeout.ms", "20000")
+                .set("linger.ms", "0")
+                .create()
+                .unwrap()
+        })
+    }
+
+    /// Produces a raw record value and returns its offset.
+    pub async fn produce(&mut self, value: &[u8]) -> i64 {
+        let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(TOPIC).payload(value);
+        let delivery = self
+            .producer()
+            .send(record, Timeout::After(Duration::from_secs(20)))
+            .await;
+        delivery.expect("produced").offset
+    }
+}

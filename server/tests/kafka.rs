@@ -1,0 +1,259 @@
+//! v3 against a real Kafka-protocol broker: records reach SSE streams, POSTs go through Kafka,
+//! several instances each deliver everything, and the broker may come and go.
+
+mod common;
+
+use common::{
+    Events, TestServer,
+    broker::{Broker, free_port},
+    next, quiet, spawn,
+};
+use std::time::{Duration, Instant};
+
+async fn server(broker: &Broker, group: &str) -> TestServer {
+    spawn(&[
+        "--kafka-brokers",
+        &broker.addr,
+        "--kafka-group",
+        group,
+        "--kafka-session-timeout",
+        "2s",
+        "--kafka-timeout",
+        "3s",
+    ])
+    .await
+}
+
+async fn readyz(server: &TestServer) -> (u16, wire::Readiness) {
+    let response = common::client()
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn wait_ready(server: &TestServer, want: u16) -> wire::Readiness {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = readyz(server).await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readyz stayed {status}: {body:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the consumer has joined and reads: a probe record must arrive on a stream.
+async fn wait_consuming(server: &TestServer, broker: &mut Broker) {
+    wait_ready(server, 200).await;
+    let mut probe = server.open("v3", "probe").await;
+    broker.produce(b"probe:ping").await;
+    assert_eq!(next(&mut probe, 30).await.data, "ping");
+}
+
+async fn expect(events: &mut Events, data: &str, offset: i64) {
+    let e = next(events, 20).await;
+    assert_eq!(
+        (e.data.as_str(), e.id.as_str()),
+        (data, format!("0-{offset}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_reach_sse_intact_and_bad_ones_are_skipped_in_order() {
+    let mut broker = Broker::start().await;
+    let server = server(&broker, "records").await;
+    wait_consuming(&server, &mut broker).await;
+    let mut demo = server.open("v3", "demo").await;
+
+    let crab = broker.produce("demo:🦀 howdy from kafka!".as_bytes()).await;
+    let colons = broker
+        .produce("demo:a:b: c\nline 2\r\nline 3\rend".as_bytes())
+        .await;
+    let bad: [&[u8]; 6] = [
+        b"no colon here",
+        b":no user",
+        b"demo:",
+        b"a\x01b:ctl",
+        b"demo:\xff\xfe",
+        &[b'x'; 70_000],
+    ];
+    for value in bad {
+        broker.produce(value).await;
+    }
+    let _other = broker.produce(b"other:not for demo").await;
+    let after = broker
+        .produce("demo:after the bad ones 👋".as_bytes())
+        .await;
+
+    expect(&mut demo, "🦀 howdy from kafka!", crab).await;
+    expect(&mut demo, "a:b: c\nline 2\nline 3\nend", colons).await;
+    expect(&mut demo, "after the bad ones 👋", after).await;
+    quiet(&mut demo, 500).await;
+    assert_eq!(
+        server.metric("ssepush_kafka_records_skipped_total").await,
+        6
+    );
+    server.stop().await;
+    broker.down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_post_anywhere_and_resume_anywhere() {
+    let mut broker = Broker::start().await;
+    let a = server(&broker, "instance-a").await;
+    let b = server(&broker, "instance-b").await;
+    wait_consuming(&a, &mut broker).await;
+    wait_consuming(&b, &mut broker).await;
+
+    // A subscriber on A, a POST to B: delivered once, with a Kafka position as id.
+    let mut on_a = a.open("v3", "demo").await;
+    let first = b.publish("v3", "demo", "Howdy from version 3").await;
+    assert!(first.id.starts_with("0-"), "{first:?}");
+    let e = next(&mut on_a, 20).await;
+    assert_eq!(
+        (e.data.as_str(), e.id.as_str()),
+        ("Howdy from version 3", first.id.as_str())
+    );
+    let second = a.publish("v3", "demo", "second").await;
+    assert_eq!(
+        second.delivered, 1,
+        "A's own consumer delivered it to the stream on A"
+    );
+    let seen = next(&mut on_a, 20).await;
+    assert_eq!(seen.id, second.id);
+    quiet(&mut on_a, 300).await;
+
+    // A dies; messages keep coming; the client resumes on B from the last id it saw.
+    drop(on_a);
+    a.stop().await;
+    let mut missed = Vec::new();
+    for i in 0..3 {
+        missed.push(
+            b.publish("v3", "demo", &format!("while A was gone {i}"))
+                .await,
+        );
+    }
+    broker.produce(b"demo:produced directly").await;
+    let mut on_b = b.open_with("v3", "demo", Some(&seen.id)).await;
+    for (i, m) in missed.iter().enumerate() {
+        let e = next(&mut on_b, 20).await;
+        assert_eq!(
+            (e.data, e.id.as_str()),
+            (format!("while A was gone {i}"), m.id.as_str())
+        );
+    }
+    assert_eq!(next(&mut on_b, 20).await.data, "produced directly");
+    let live = b.publish("v3", "demo", "live on B").await;
+    let e = next(&mut on_b, 20).await;
+    assert_eq!(
+        (e.data.as_str(), e.id.as_str()),
+        ("live on B", live.id.as_str())
+    );
+    quiet(&mut on_b, 500).await;
+    println!(
+        "two instances: subscriber on A got the POST to B once; resumed on B after {} with 4 missed + 1 live, no duplicates",
+        seen.id
+    );
+    b.stop().await;
+    broker.down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_instance_resumes_from_committed_offsets() {
+    let mut broker = Broker::start().await;
+    let first = server(&broker, "restarting").await;
+    wait_consuming(&first, &mut broker).await;
+    let mut demo = first.open("v3", "demo").await;
+    let before = broker.produce(b"demo:before the restart").await;
+    expect(&mut demo, "before the restart", before).await;
+    drop(demo);
+    first.stop().await;
+
+    let down1 = broker.produce(b"demo:while down 1").await;
+    let down2 = broker.produce(b"demo:while down 2").await;
+    let second = server(&broker, "restarting").await;
+    let mut demo = second
+        .open_with("v3", "demo", Some(&format!("0-{before}")))
+        .await;
+    expect(&mut demo, "while down 1", down1).await;
+    expect(&mut demo, "while down 2", down2).await;
+    quiet(&mut demo, 500).await;
+    // It resumed from its committed position instead of re-reading the topic.
+    assert!(second.metric("ssepush_kafka_records_total").await <= 2);
+    second.stop().await;
+    broker.down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_stream() {
+    let mut broker = Broker::start().await;
+    let server = server(&broker, "restart").await;
+    wait_consuming(&server, &mut broker).await;
+    let mut demo = server.open("v3", "demo").await;
+    let one = broker.produce(b"demo:before the broker restart").await;
+    expect(&mut demo, "before the broker restart", one).await;
+
+    broker.down().await;
+    let not_ready = wait_ready(&server, 503).await;
+    assert!(not_ready.reason.contains("kafka"), "{not_ready:?}");
+    broker.up().await;
+    wait_ready(&server, 200).await;
+    // The broker kept nothing (memory storage), so offsets start over at 0.
+    let mut delivered = false;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let offset = broker.produce(b"demo:after the broker restart").await;
+    while !delivered && Instant::now() < deadline {
+        let e = next(&mut demo, 40).await;
+        delivered = e.data == "after the broker restart";
+        assert_eq!(e.id, format!("0-{offset}"));
+    }
+    assert!(delivered);
+    server.stop().await;
+    broker.down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_broker_then_broker() {
+    let mut broker = Broker::stopped(free_port());
+    let server = server(&broker, "late").await;
+
+    // v2 is unaffected.
+    let mut v2 = server.open("v2", "demo").await;
+    server.publish("v2", "demo", "v2 works").await;
+    assert_eq!(next(&mut v2, 5).await.data, "v2 works");
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, 503, "{body:?}");
+    assert!(!body.ready);
+
+    let mut v3 = server.open("v3", "demo").await;
+    let started = Instant::now();
+    let response = server.post("v3", "demo", "nobody home").await;
+    let took = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert!(took < Duration::from_secs(5), "503 took {took:?}");
+    let reason = response.text().await.unwrap();
+    assert!(reason.starts_with("kafka is unavailable"), "{reason}");
+
+    broker.up().await;
+    wait_ready(&server, 200).await;
+    let published = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let response = server.post("v3", "demo", "hello again").await;
+            if response.status() == 200 {
+                break response.json::<wire::Published>().await.unwrap();
+            }
+            assert!(Instant::now() < deadline, "v3 POST never recovered");
+        }
+    };
+    let e = next(&mut v3, 30).await;
+    assert_eq!((e.data.as_str(), e.id), ("hello again", published.id));
+    server.stop().await;
+    broker.down().await;
+}
