@@ -11,7 +11,8 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 #[command(
     name = "ssepush",
     version,
-    about = "Server-Sent Events push service (v1, v2, v3 APIs)"
+    about = "Server-Sent Events push service (v1, v2, v3 APIs)",
+    args_override_self = true
 )]
 pub struct Config {
     /// Address to listen on.

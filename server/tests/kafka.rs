@@ -3,12 +3,9 @@
 
 mod common;
 
-use common::{
-    Events, TestServer,
-    broker::{Broker, free_port},
-    next, quiet, spawn,
-};
+use common::{Events, TestServer, next, quiet, spawn};
 use std::time::{Duration, Instant};
+use testkit::{Broker, free_port};
 
 async fn server(broker: &Broker, group: &str) -> TestServer {
     spawn(&[

@@ -1,4 +1,5 @@
-//! A real Kafka-protocol broker (tansu) on a free loopback port, started and stopped by tests.
+//! Test support: a real Kafka-protocol broker (tansu) on a free loopback port, started and
+//! stopped by the tests of the server and of the browser end-to-end suite.
 
 use rdkafka::{
     ClientConfig,
