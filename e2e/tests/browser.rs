@@ -19,6 +19,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
+use testkit::Broker;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -63,17 +64,19 @@ fn dist_dir() -> PathBuf {
 /// The real server on an ephemeral port; it can be stopped and started again on that port.
 struct TestServer {
     dist: PathBuf,
+    kafka: String,
     addr: SocketAddr,
     base: String,
     running: Option<(oneshot::Sender<()>, JoinHandle<Result<()>>)>,
 }
 
 impl TestServer {
-    async fn start(dist: &Path) -> Result<Self> {
+    async fn start(dist: &Path, kafka: &str) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let mut server = Self {
             dist: dist.to_owned(),
+            kafka: kafka.to_owned(),
             addr,
             base: format!("http://{addr}"),
             running: None,
@@ -83,10 +86,17 @@ impl TestServer {
     }
 
     fn serve(&mut self, listener: tokio::net::TcpListener) -> Result<()> {
+        let group = format!("e2e-{}", std::process::id());
         let config = server::Config::from_args([
             "ssepush".as_ref(),
             "--static-dir".as_ref(),
             self.dist.as_os_str(),
+            "--kafka-brokers".as_ref(),
+            self.kafka.as_ref(),
+            "--kafka-group".as_ref(),
+            group.as_ref(),
+            "--kafka-session-timeout".as_ref(),
+            "2s".as_ref(),
         ])?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server::run(listener, config, async {
@@ -296,7 +306,7 @@ async fn publish(base: &str, version: &str, user: &str, body: &str) -> Result<wi
 }
 
 /// The user journey; returns on the first failed expectation.
-async fn scenario(client: &Client, server: &mut TestServer) -> Result<()> {
+async fn scenario(client: &Client, server: &mut TestServer, broker: &mut Broker) -> Result<()> {
     let user = format!("e2e-{}", std::process::id());
     let base = server.base.clone();
     let page = Page {
@@ -439,25 +449,57 @@ async fn scenario(client: &Client, server: &mut TestServer) -> Result<()> {
     }
     page.wait_for_text(&format!("probe {probe}")).await?;
     page.assert_no_duplicates().await?;
+
+    // v3: a record produced straight to Kafka shows up in the page.
+    wait_ready(&base).await?;
+    page.open_and_connect(&user, "v3").await?;
+    let record = format!("{user}:🦀 howdy from kafka!\nwith: colons");
+    let offset = broker.produce(record.as_bytes()).await;
+    let shown = page
+        .wait_for_text("🦀 howdy from kafka!\nwith: colons")
+        .await?;
+    ensure!(
+        shown == format!("0-{offset}"),
+        "v3 id {shown} is not the Kafka position 0-{offset}"
+    );
     Ok(())
+}
+
+/// Waits until the server reports Kafka connected.
+async fn wait_ready(base: &str) -> Result<()> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let response = reqwest::get(format!("{base}/readyz")).await?;
+        if response.status() == 200 {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "kafka never ready: {}",
+            response.text().await?
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_streams_and_sends() -> Result<()> {
     let dist = dist_dir();
-    let mut server = TestServer::start(&dist).await?;
+    let mut broker = Broker::start().await;
+    let mut server = TestServer::start(&dist, &broker.addr).await?;
     let driver = Driver::start().await?;
     let profile = tempfile::tempdir()?;
     let client = driver.session(profile.path()).await?;
 
     // Whatever happens in the scenario, keep a screenshot and close the browser.
-    let outcome = AssertUnwindSafe(scenario(&client, &mut server))
+    let outcome = AssertUnwindSafe(scenario(&client, &mut server, &mut broker))
         .catch_unwind()
         .await;
     let shot = save_screenshot(&client).await;
     let closed = client.close().await;
     drop(driver);
     server.stop().await?;
+    broker.down().await;
 
     match outcome {
         Ok(result) => result?,
