@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every tool the build, the app and the tests need, skipping what is already there at
-# the pinned version. Safe to run again and again; a fresh machine needs about 40 minutes.
+# the pinned version. Safe to run again and again: with everything present it takes a few
+# seconds; a fresh machine needs about 40 minutes, mostly compiling trunk, wasm-bindgen and tansu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,21 +12,48 @@ BINARYEN_VERSION=132.0.0
 WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
 TOOLS_DIR=${TOOLS_DIR:-$HOME/.cache/ssepush-tools}
 CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
+case ":$PATH:" in *":$CARGO_BIN:"*) ;; *) export PATH="$CARGO_BIN:$PATH" ;; esac
 
 log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 has_version() { command -v "$1" >/dev/null 2>&1 && "$1" --version 2>/dev/null | grep -qF "$2"; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+as_root() {
+  if [ "$(id -u)" = 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    echo "need root (or sudo) to run: $*" >&2
+    exit 1
+  fi
+}
+
+command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
+
+need_wasm_opt=0
+has_version wasm-opt "version ${BINARYEN_VERSION%%.*}" || need_wasm_opt=1
 
 apt_packages=()
-for pkg in chromium chromium-driver docker-compose pkg-config make zlib1g-dev; do
+for pkg in chromium chromium-driver fonts-noto-color-emoji docker-compose pkg-config make gcc zlib1g-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || apt_packages+=("$pkg")
 done
+# npm is only needed to fetch wasm-opt; node also runs it afterwards.
+if [ "$need_wasm_opt" = 1 ] && ! command -v npm >/dev/null 2>&1; then
+  apt_packages+=(nodejs npm)
+fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   log "apt: ${apt_packages[*]}"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 else
   log "apt packages present"
+fi
+
+components=()
+cargo fmt --version >/dev/null 2>&1 || components+=(rustfmt)
+cargo clippy --version >/dev/null 2>&1 || components+=(clippy)
+if [ ${#components[@]} -gt 0 ]; then
+  log "rustup component add ${components[*]}"
+  rustup component add "${components[@]}"
 fi
 
 if rustup target list --installed | grep -qx wasm32-unknown-unknown; then
@@ -42,12 +70,12 @@ else
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
 fi
 
-if has_version wasm-opt "version $BINARYEN_VERSION" || has_version wasm-opt "version ${BINARYEN_VERSION%%.*}"; then
+if [ "$need_wasm_opt" = 0 ]; then
   log "wasm-opt ${BINARYEN_VERSION%%.*} present"
 else
   # Debian's binaryen is too old: its wasm-opt output crashes in the browser.
   log "npm binaryen@$BINARYEN_VERSION"
-  mkdir -p "$TOOLS_DIR"
+  mkdir -p "$TOOLS_DIR" "$CARGO_BIN"
   npm install --silent --no-audit --no-fund --prefix "$TOOLS_DIR" "binaryen@$BINARYEN_VERSION"
   ln -sf "$TOOLS_DIR/node_modules/.bin/wasm-opt" "$CARGO_BIN/wasm-opt"
 fi
@@ -66,5 +94,9 @@ else
   log "cargo install tansu (15-20 min)"
   cargo install tansu ${TANSU_VERSION:+--version "$TANSU_VERSION"} --locked --features dynostore
 fi
+
+# Trunk.toml sets `offline = true`, so every crate (wasm32 ones included) must be local first.
+log "cargo fetch"
+cargo fetch --quiet
 
 log "done"

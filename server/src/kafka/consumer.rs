@@ -127,6 +127,9 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
         tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
     match result {
         Ok(Ok(())) => tracing::info!("kafka offsets committed; consumer stopped"),
+        Ok(Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        ))) => tracing::info!("kafka offsets already committed; consumer stopped"),
         Ok(Err(e)) => tracing::info!(error = %e, "kafka consumer stopped without a final commit"),
         Err(e) => tracing::warn!(error = %e, "kafka final commit failed"),
     }
