@@ -123,15 +123,28 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
             tracing::warn!(error = %e, "kafka offset store failed");
         }
     }
-    let result =
-        tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
-    match result {
+    // A plain thread, not the blocking pool: a sync commit against a broker that just went
+    // away can block for good, and the runtime would then never finish shutting down. The caller
+    // bounds the wait; a commit still pending when the process exits is simply redelivered.
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("kafka-final-commit".into())
+        .spawn(move || {
+            let _ = done.send(consumer.commit_consumer_state(CommitMode::Sync));
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "kafka final commit not started");
+        return;
+    }
+    match result.await {
         Ok(Ok(())) => tracing::info!("kafka offsets committed; consumer stopped"),
         Ok(Err(rdkafka::error::KafkaError::ConsumerCommit(
             rdkafka::types::RDKafkaErrorCode::NoOffset,
-        ))) => tracing::info!("kafka offsets already committed; consumer stopped"),
-        Ok(Err(e)) => tracing::info!(error = %e, "kafka consumer stopped without a final commit"),
-        Err(e) => tracing::warn!(error = %e, "kafka final commit failed"),
+        ))) => {
+            tracing::info!("kafka offsets already committed; consumer stopped")
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "kafka final commit failed"),
+        Err(_) => tracing::warn!("kafka final commit thread ended without an answer"),
     }
 }
 
