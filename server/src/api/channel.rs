@@ -76,7 +76,7 @@ pub fn sse_response(body: Body) -> Response {
     response
 }
 
-#[tracing::instrument(skip_all, fields(hub = channel.hub.name(), user))]
+#[tracing::instrument(level = "debug", skip_all, fields(hub = channel.hub.name(), user))]
 async fn subscribe(
     State(channel): State<Channel>,
     query: Result<Query<StreamQuery>, QueryRejection>,
@@ -100,7 +100,7 @@ async fn subscribe(
     Ok(sse_response(Body::from_stream(body)))
 }
 
-#[tracing::instrument(skip_all, fields(hub = channel.hub.name(), user))]
+#[tracing::instrument(level = "debug", skip_all, fields(hub = channel.hub.name(), user))]
 async fn publish(
     State(channel): State<Channel>,
     query: Result<Query<StreamQuery>, QueryRejection>,

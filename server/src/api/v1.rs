@@ -9,7 +9,7 @@ use axum::{
 use super::{channel::sse_response, params::StreamQuery};
 use crate::{error::AppError, state::AppState, stream};
 
-#[tracing::instrument(skip_all, fields(user))]
+#[tracing::instrument(level = "debug", skip_all, fields(user))]
 pub async fn sse(
     State(state): State<AppState>,
     query: Result<Query<StreamQuery>, QueryRejection>,
