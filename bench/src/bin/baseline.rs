@@ -21,7 +21,17 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let listener = tokio::net::TcpListener::bind((args.host, args.port)).await?;
+    // The same listen backlog as ssepush's default, so both see the same connect bursts
+    // (tokio's default of 1024 makes the idle scenario's opens wait out 1 s SYN retries).
+    let addr = std::net::SocketAddr::new(args.host, args.port);
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(4096)?;
     let app = bench::baseline::router(Duration::from_millis(args.keep_alive_ms));
     axum::serve(listener, app).await?;
     Ok(())

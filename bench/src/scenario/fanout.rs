@@ -49,6 +49,9 @@ pub struct Outcome {
     pub cpu_us_per_msg: f64,
     /// Kernel share of that CPU, in percent.
     pub sys_pct: f64,
+    /// The load generator's own CPU per delivered message, over the same window: when it
+    /// nears the machine's spare capacity, the generator rather than the server sets the pace.
+    pub loadgen_us_per_msg: f64,
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
@@ -113,6 +116,7 @@ pub async fn run(bins: &Binaries, kind: Kind, cfg: &Config) -> Result<Outcome> {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let cpu = CpuMark::now(server.pid())?;
+    let own_cpu = CpuMark::now(std::process::id())?;
     let start_us = now_us();
     let next_seq = Arc::new(AtomicU64::new(0));
     let failed: Arc<Vec<AtomicU8>> =
@@ -158,6 +162,7 @@ pub async fn run(bins: &Binaries, kind: Kind, cfg: &Config) -> Result<Outcome> {
     )
     .await;
     let cpu = cpu.since(server.pid())?;
+    let own_cpu = own_cpu.since(std::process::id())?;
     token.cancel();
     let mut latencies = Vec::with_capacity(cfg.messages as usize);
     while let Some(part) = receivers.join_next().await {
@@ -191,6 +196,7 @@ pub async fn run(bins: &Binaries, kind: Kind, cfg: &Config) -> Result<Outcome> {
         per_sec: delivered as f64 / span_s.max(1e-9),
         cpu_us_per_msg: cpu.total_us() as f64 / delivered.max(1) as f64,
         sys_pct: cpu.sys_pct(),
+        loadgen_us_per_msg: own_cpu.total_us() as f64 / delivered.max(1) as f64,
         p50_us: percentile(&latencies, 0.5).unwrap_or(f64::NAN),
         p99_us: percentile(&latencies, 0.99).unwrap_or(f64::NAN),
         p999_us: percentile(&latencies, 0.999).unwrap_or(f64::NAN),
@@ -318,6 +324,12 @@ pub fn rows(ours: &[Result<Outcome>], base: &[Result<Outcome>]) -> Vec<Row> {
                 "p50 latency (us, median)",
                 med(&o, |r| r.p50_us),
                 med(&b, |r| r.p50_us),
+            ),
+            Row::info(
+                S,
+                "load generator CPU per msg (us, median)",
+                med(&o, |r| r.loadgen_us_per_msg),
+                med(&b, |r| r.loadgen_us_per_msg),
             ),
             Row::target(
                 S,
