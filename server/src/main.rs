@@ -3,6 +3,9 @@ use server::{Config, serve};
 use std::{io::IsTerminal, net::SocketAddr};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

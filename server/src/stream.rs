@@ -23,8 +23,12 @@ use crate::{
 pub struct HubStream {
     first: Option<Bytes>,
     sub: Subscription,
+    /// Fires at the earliest time a keep-alive may be due. It is not moved on each send (that
+    /// costs a timer-wheel update per message); when it fires early it is re-armed from
+    /// `last_sent`.
     keep_alive: Pin<Box<Sleep>>,
     keep_alive_every: Duration,
+    last_sent: Instant,
     done: bool,
     _permit: StreamPermit,
 }
@@ -40,20 +44,38 @@ impl HubStream {
         for frame in &sub.replay {
             first.extend_from_slice(frame);
         }
+        let now = Instant::now();
         Self {
             first: Some(first.freeze()),
             sub,
-            keep_alive: Box::pin(sleep_until(Instant::now() + keep_alive)),
+            keep_alive: Box::pin(sleep_until(now + keep_alive)),
             keep_alive_every: keep_alive,
+            last_sent: now,
             done: false,
             _permit: permit,
         }
     }
 
     fn sent(&mut self, chunk: Bytes) -> Poll<Option<io::Result<Bytes>>> {
-        let next = Instant::now() + self.keep_alive_every;
-        self.keep_alive.as_mut().reset(next);
+        self.last_sent = Instant::now();
         Poll::Ready(Some(Ok(chunk)))
+    }
+
+    /// A keep-alive once `keep_alive_every` has passed since the last send.
+    fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            if self.keep_alive.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = self.last_sent + self.keep_alive_every;
+            let now = Instant::now();
+            if due <= now {
+                self.keep_alive.as_mut().reset(now + self.keep_alive_every);
+                return self.sent(Bytes::from_static(frame::KEEP_ALIVE));
+            }
+            // Something was sent since the timer was set: wait out the rest of the silence.
+            self.keep_alive.as_mut().reset(due);
+        }
     }
 }
 
@@ -78,10 +100,7 @@ impl Stream for HubStream {
                 self.done = true;
                 Poll::Ready(Some(Err(io::Error::other("stream fell too far behind"))))
             }
-            Poll::Pending => match self.keep_alive.as_mut().poll(cx) {
-                Poll::Ready(()) => self.sent(Bytes::from_static(frame::KEEP_ALIVE)),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => self.poll_keep_alive(cx),
         }
     }
 }
@@ -123,4 +142,52 @@ pub fn v1(
         },
     );
     stream::once(async move { Ok(first.freeze()) }).chain(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        budget::StreamBudget,
+        hub::{Hub, HubConfig, LastSeen},
+    };
+
+    async fn next_text(stream: &mut HubStream) -> String {
+        let chunk = stream.next().await.unwrap().unwrap();
+        String::from_utf8(chunk.to_vec()).unwrap()
+    }
+
+    /// The keep-alive timer is not moved on every message, yet a keep-alive still comes only
+    /// after a full interval of silence.
+    #[tokio::test]
+    async fn keep_alive_only_after_a_full_silence() {
+        let hub = Hub::new(HubConfig {
+            name: "test",
+            history_len: 10,
+            history_ttl: Duration::from_secs(60),
+            queue_len: 10,
+            max_streams_per_user: 1,
+            positions_from_source: false,
+        });
+        let sub = hub.subscribe("u", &LastSeen::Nothing, None).unwrap();
+        let permit = StreamBudget::new(1).try_acquire().unwrap();
+        let every = Duration::from_millis(300);
+        let mut stream = HubStream::new(sub, Duration::from_secs(2), every, permit);
+        let opened = Instant::now();
+        assert!(next_text(&mut stream).await.starts_with(": stream open"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        hub.publish("u", "hi");
+        let sent = Instant::now();
+        assert!(next_text(&mut stream).await.contains("data: hi\n"));
+        let keep_alive = tokio::time::timeout(Duration::from_secs(5), next_text(&mut stream))
+            .await
+            .unwrap();
+        assert_eq!(keep_alive.as_bytes(), frame::KEEP_ALIVE);
+        assert!(
+            sent.elapsed() >= every,
+            "keep-alive {:?} after the message",
+            sent.elapsed()
+        );
+        assert!(opened.elapsed() >= every + Duration::from_millis(200));
+    }
 }

@@ -5,6 +5,7 @@ use axum::{
     extract::{Query, rejection::QueryRejection},
     http::{HeaderMap, header},
 };
+use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use crate::{error::AppError, hub::LastSeen};
@@ -43,7 +44,7 @@ impl StreamQuery {
 /// Reads a message body: raw UTF-8 text, whatever its Content-Type, at most `limit` bytes.
 pub async fn message_body(
     headers: &HeaderMap,
-    body: Body,
+    mut body: Body,
     limit: usize,
 ) -> Result<String, AppError> {
     let declared = headers
@@ -53,18 +54,21 @@ pub async fn message_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(AppError::TooLarge(limit));
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            AppError::TooLarge(limit)
-        } else {
-            AppError::BadRequest("could not read the request body".into())
+    // Read straight into one buffer sized from Content-Length: no frame list, no second copy.
+    let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| AppError::BadRequest("could not read the request body".into()))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(AppError::TooLarge(limit));
+            }
+            bytes.extend_from_slice(&data);
         }
-    })?;
+    }
     if bytes.is_empty() {
         return Err(AppError::BadRequest("message body is empty".into()));
     }
-    String::from_utf8(bytes.into())
+    String::from_utf8(bytes)
         .map_err(|_| AppError::BadRequest("message body is not valid UTF-8".into()))
 }
