@@ -141,7 +141,7 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
         Ok(Err(rdkafka::error::KafkaError::ConsumerCommit(
             rdkafka::types::RDKafkaErrorCode::NoOffset,
         ))) => {
-            tracing::info!("kafka offsets already committed; consumer stopped")
+            tracing::info!("kafka consumer stopped; no new offsets to commit")
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "kafka final commit failed"),
         Err(_) => tracing::warn!("kafka final commit thread ended without an answer"),
