@@ -36,15 +36,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     let _ = writeln!(out, "# TYPE ssepush_streams_open gauge");
     let _ = writeln!(out, "ssepush_streams_open {}", state.budget.open());
+    // One walk over each hub's shards per scrape, shared by every series below.
+    let stats = state.hubs().map(|hub| (hub.name(), hub.stats()));
     let mut gauge = |name: &str, kind: &str, f: &dyn Fn(&crate::hub::HubStats) -> u64| {
         let _ = writeln!(out, "# TYPE ssepush_{name} {kind}");
-        for hub in state.hubs() {
-            let _ = writeln!(
-                out,
-                "ssepush_{name}{{api=\"{}\"}} {}",
-                hub.name(),
-                f(&hub.stats())
-            );
+        for (api, hub) in &stats {
+            let _ = writeln!(out, "ssepush_{name}{{api=\"{api}\"}} {}", f(hub));
         }
     };
     gauge("users", "gauge", &|s| s.users as u64);

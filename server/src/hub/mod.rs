@@ -71,8 +71,9 @@ struct Shared {
     /// ids from an earlier process are recognised as such.
     local_lane: u64,
     next_seq: AtomicU64,
-    /// Highest seq seen per lane, across users. A user entry created later can't vouch for
-    /// anything up to these, so resuming from before them must resync.
+    /// Highest seq seen per lane, across users, for positions from the source (for our own
+    /// numbering it is `next_seq - 1`). A user entry created later can't vouch for anything up to
+    /// these, so resuming from before them must resync.
     high_water: RwLock<Vec<(u64, AtomicU64)>>,
     next_stream_id: AtomicU64,
     closing: AtomicBool,
@@ -153,6 +154,16 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A user entry created now can't vouch for anything published before it existed, so its
+    /// floors start at the high water.
+    fn new_user(&self) -> User {
+        User {
+            streams: Vec::new(),
+            history: VecDeque::new(),
+            floor: self.high_water(),
+        }
+    }
+
     /// Publishes a message under the next id of this hub's own numbering (v2).
     pub fn publish(&self, user: &str, text: &str) -> Delivery {
         self.deliver(user, text, None)
@@ -192,33 +203,30 @@ impl Hub {
         let mut shard = self.shard(user);
         let entry = match shard.get_mut(user) {
             Some(entry) => entry,
-            None => {
-                let floor = self.high_water();
-                shard.entry(Arc::from(user)).or_insert(User {
-                    streams: Vec::new(),
-                    history: VecDeque::new(),
-                    floor,
-                })
-            }
+            None => shard.entry(Arc::from(user)).or_insert(self.new_user()),
         };
-        // Assigned under the shard lock, so one user's ids rise in the order of delivery.
-        let position = source.map(|(p, _)| p).unwrap_or_else(|| {
-            Position::new(
+        let position = match source {
+            Some((position, _)) => {
+                if entry
+                    .last_seq(position.lane)
+                    .is_some_and(|seen| seen >= position.seq)
+                {
+                    return Delivery {
+                        position,
+                        delivered: 0,
+                        fresh: false,
+                    };
+                }
+                self.raise_high_water(position);
+                position
+            }
+            // Assigned under the shard lock, so one user's ids rise in the order of delivery;
+            // a fresh id is never a redelivery.
+            None => Position::new(
                 self.shared.local_lane,
                 self.shared.next_seq.fetch_add(1, Relaxed),
-            )
-        });
-        if entry
-            .last_seq(position.lane)
-            .is_some_and(|seen| seen >= position.seq)
-        {
-            return Delivery {
-                position,
-                delivered: 0,
-                fresh: false,
-            };
-        }
-        self.raise_high_water(position);
+            ),
+        };
         let frame = frame::message(&position.to_string(), text);
         let mut delivered = 0;
         let mut slow = 0;
@@ -286,13 +294,7 @@ impl Hub {
             }
             None => {
                 let key: Arc<str> = Arc::from(user);
-                let floor = self.high_water();
-                let entry = shard.entry(key.clone()).or_insert(User {
-                    streams: Vec::new(),
-                    history: VecDeque::new(),
-                    floor,
-                });
-                (key, entry)
+                (key.clone(), shard.entry(key).or_insert(self.new_user()))
             }
         };
         if entry.streams.len() >= config.max_streams_per_user {
@@ -477,6 +479,14 @@ impl Hub {
     }
 
     fn high_water(&self) -> Vec<Position> {
+        if !self.shared.config.positions_from_source {
+            // Own numbering: the last id handed out is the high water.
+            let last = self.shared.next_seq.load(Relaxed) - 1;
+            return (last > 0)
+                .then_some(Position::new(self.shared.local_lane, last))
+                .into_iter()
+                .collect();
+        }
         let lanes = self
             .shared
             .high_water
