@@ -401,6 +401,24 @@ impl Hub {
 
     /// How many streams the message at `position` was queued to, once it has been published.
     pub fn delivered_count(&self, user: &str, position: Position) -> Option<usize> {
+        self.with_entry(user, position, |e| e.delivered)
+    }
+
+    /// Whether `user`'s history holds `position`: `Some(true)` with this very text (a
+    /// redelivery), `Some(false)` with another text (the source numbers anew), `None` if unknown.
+    pub fn knows(&self, user: &str, position: Position, text: &str) -> Option<bool> {
+        self.with_entry(user, position, |e| {
+            e.frame == frame::message(&position.to_string(), text)
+        })
+    }
+
+    /// Applies `f` to the history entry of `user` at `position`, if it holds one.
+    fn with_entry<T>(
+        &self,
+        user: &str,
+        position: Position,
+        f: impl FnOnce(&Entry) -> T,
+    ) -> Option<T> {
         let shard = self.shard(user);
         let entry = shard.get(user)?;
         entry
@@ -408,20 +426,7 @@ impl Hub {
             .iter()
             .rev()
             .find(|e| e.position == position)
-            .map(|e| e.delivered)
-    }
-
-    /// Whether `user`'s history holds `position`: `Some(true)` with this very text (a
-    /// redelivery), `Some(false)` with another text (the source numbers anew), `None` if unknown.
-    pub fn knows(&self, user: &str, position: Position, text: &str) -> Option<bool> {
-        let shard = self.shard(user);
-        let entry = shard.get(user)?;
-        let held = entry
-            .history
-            .iter()
-            .rev()
-            .find(|e| e.position == position)?;
-        Some(held.frame == frame::message(&position.to_string(), text))
+            .map(f)
     }
 
     /// Forgets everything about `lane`: its source started numbering again (a Kafka topic that
