@@ -256,6 +256,9 @@ impl Server {
         ];
         let program = match kind {
             Kind::Ssepush => {
+                // Kafka off unless a scenario passes brokers (a later flag wins): an absent
+                // broker would only add librdkafka's reconnect loop to the measured CPU.
+                args.push("--kafka-brokers=".into());
                 args.extend(bins.ssepush_args.iter().cloned());
                 &bins.ssepush
             }
