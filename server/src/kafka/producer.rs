@@ -15,6 +15,9 @@ use crate::hub::Position;
 #[error("kafka is unavailable: {0}")]
 pub struct Unavailable(pub String);
 
+/// How long past `--kafka-timeout` a POST waits for librdkafka's own verdict.
+const REPORT_MARGIN: Duration = Duration::from_secs(2);
+
 pub struct Producer {
     inner: Arc<FutureProducer<Context>>,
 }
@@ -49,13 +52,21 @@ impl Producer {
         let value = record::encode(user, text);
         let record = FutureRecord::to(&settings.topic).key(user).payload(&value);
         let send = self.inner.send(record, Timeout::After(settings.timeout));
-        match tokio::time::timeout(settings.timeout, send).await {
+        // librdkafka itself fails the message after `message.timeout.ms`, and only that answer
+        // is final: a message abandoned earlier could still be produced after the 503 once the
+        // broker is back. Its timeouts are checked once a second, hence the margin.
+        match tokio::time::timeout(settings.timeout + REPORT_MARGIN, send).await {
             Ok(Ok(d)) => Ok(Position::new(d.partition as u64, d.offset as u64)),
             Ok(Err((e, _))) => Err(super::Unavailable(e.to_string())),
-            Err(_) => Err(super::Unavailable(format!(
-                "no acknowledgement within {:?}",
-                settings.timeout
-            ))),
+            Err(_) => {
+                tracing::warn!(
+                    "librdkafka gave no delivery report in time; the message may still be produced"
+                );
+                Err(super::Unavailable(format!(
+                    "no acknowledgement within {:?}",
+                    settings.timeout
+                )))
+            }
         }
     }
 
