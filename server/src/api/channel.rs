@@ -4,7 +4,7 @@
 use axum::{
     Json, Router,
     body::Body,
-    extract::{Extension, Query, State, rejection::QueryRejection},
+    extract::{Extension, Request, State},
     http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -84,11 +84,10 @@ pub fn sse_response(body: Body) -> Response {
 #[tracing::instrument(level = "debug", skip_all, fields(hub = channel.hub.name(), user))]
 async fn subscribe(
     State(channel): State<Channel>,
-    query: Result<Query<StreamQuery>, QueryRejection>,
+    query: StreamQuery,
     headers: HeaderMap,
     disconnect: Option<Extension<Disconnect>>,
 ) -> Result<Response, AppError> {
-    let query = StreamQuery::from_request(query)?;
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let last = query.last_seen(&headers);
@@ -110,14 +109,12 @@ async fn subscribe(
 #[tracing::instrument(level = "debug", skip_all, fields(hub = channel.hub.name(), user))]
 async fn publish(
     State(channel): State<Channel>,
-    query: Result<Query<StreamQuery>, QueryRejection>,
-    headers: HeaderMap,
-    body: Body,
+    query: StreamQuery,
+    request: Request,
 ) -> Result<Json<wire::Published>, AppError> {
-    let query = StreamQuery::from_request(query)?;
     let user = query.username()?;
     tracing::Span::current().record("user", user);
-    let text = message_body(&headers, body, channel.limits.max_body).await?;
+    let text = message_body(request, channel.limits.max_body).await?;
     match &channel.sink {
         Sink::Local => {
             let d = channel.hub.publish(user, &text);

@@ -1,28 +1,38 @@
 //! Query parameters and bodies, checked into the types handlers work with.
 
 use axum::{
-    body::Body,
-    extract::{Query, rejection::QueryRejection},
-    http::{HeaderMap, header},
+    extract::{FromRequestParts, Request},
+    http::{HeaderMap, header, request::Parts},
 };
 use http_body_util::BodyExt;
-use serde::Deserialize;
 
 use crate::{error::AppError, hub::LastSeen};
 
-#[derive(Debug, Deserialize)]
+/// The query of the stream and message endpoints. Parsed by hand rather than through serde:
+/// it is on every POST's path, and two optional fields don't need a deserializer.
+#[derive(Debug, Default)]
 pub struct StreamQuery {
     username: Option<String>,
     /// For a browser's first request, which can't set `Last-Event-ID`.
-    #[serde(rename = "lastEventId")]
     last_event_id: Option<String>,
 }
 
 impl StreamQuery {
-    pub fn from_request(query: Result<Query<Self>, QueryRejection>) -> Result<Self, AppError> {
-        query
-            .map(|Query(q)| q)
-            .map_err(|e| AppError::BadRequest(e.body_text()))
+    pub fn parse(query: &str) -> Result<Self, AppError> {
+        let mut q = Self::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match &*key {
+                "username" => &mut q.username,
+                "lastEventId" => &mut q.last_event_id,
+                _ => continue,
+            };
+            if slot.replace(value.into_owned()).is_some() {
+                return Err(AppError::BadRequest(format!(
+                    "query parameter `{key}` is given more than once"
+                )));
+            }
+        }
+        Ok(q)
     }
 
     pub fn username(&self) -> Result<&str, AppError> {
@@ -41,19 +51,25 @@ impl StreamQuery {
     }
 }
 
+impl<S: Send + Sync> FromRequestParts<S> for StreamQuery {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        Self::parse(parts.uri.query().unwrap_or_default())
+    }
+}
+
 /// Reads a message body: raw UTF-8 text, whatever its Content-Type, at most `limit` bytes.
-pub async fn message_body(
-    headers: &HeaderMap,
-    mut body: Body,
-    limit: usize,
-) -> Result<String, AppError> {
-    let declared = headers
+pub async fn message_body(request: Request, limit: usize) -> Result<String, AppError> {
+    let declared = request
+        .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(AppError::TooLarge(limit));
     }
+    let mut body = request.into_body();
     // Read straight into one buffer sized from Content-Length: no frame list, no second copy.
     let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     while let Some(frame) = body.frame().await {
@@ -71,4 +87,18 @@ pub async fn message_body(
     }
     String::from_utf8(bytes)
         .map_err(|_| AppError::BadRequest("message body is not valid UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_fields_decoded_once_each() {
+        let q = StreamQuery::parse("username=a%20b&x=1&lastEventId=0-7").unwrap();
+        assert_eq!(q.username().unwrap(), "a b");
+        assert_eq!(q.last_event_id.as_deref(), Some("0-7"));
+        assert!(StreamQuery::parse("").unwrap().username().is_err());
+        assert!(StreamQuery::parse("username=a&username=b").is_err());
+    }
 }

@@ -1,20 +1,12 @@
 //! v1: a fixed `hi!` ticker, the first API generation.
 
-use axum::{
-    body::Body,
-    extract::{Query, State, rejection::QueryRejection},
-    response::Response,
-};
+use axum::{body::Body, extract::State, response::Response};
 
 use super::{channel::sse_response, params::StreamQuery};
 use crate::{error::AppError, state::AppState, stream};
 
 #[tracing::instrument(level = "debug", skip_all, fields(user))]
-pub async fn sse(
-    State(state): State<AppState>,
-    query: Result<Query<StreamQuery>, QueryRejection>,
-) -> Result<Response, AppError> {
-    let query = StreamQuery::from_request(query)?;
+pub async fn sse(State(state): State<AppState>, query: StreamQuery) -> Result<Response, AppError> {
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let permit = state
