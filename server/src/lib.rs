@@ -8,7 +8,6 @@
 //! - [`stream`]: SSE response bodies built on the hub.
 //! - [`api`]: HTTP routes; v2 and v3 share one implementation.
 //! - [`serve`]: the accept loop and graceful shutdown.
-//! - [`outlet`]: chunked writes of event streams, and publishers' direct writes.
 //! - [`assets`]: the built web UI.
 
 pub mod api;
@@ -19,7 +18,6 @@ pub mod error;
 pub mod frame;
 pub mod hub;
 pub mod kafka;
-pub mod outlet;
 pub mod serve;
 pub mod state;
 pub mod stream;

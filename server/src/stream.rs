@@ -71,12 +71,7 @@ impl HubStream {
             let now = Instant::now();
             if due <= now {
                 self.keep_alive.as_mut().reset(now + self.keep_alive_every);
-                if self.sub.queue.keep_alive_allowed() {
-                    return self.sent(Bytes::from_static(frame::KEEP_ALIVE));
-                }
-                // A publisher wrote to the socket directly meanwhile: not silent after all.
-                self.last_sent = now;
-                continue;
+                return self.sent(Bytes::from_static(frame::KEEP_ALIVE));
             }
             // Something was sent since the timer was set: wait out the rest of the silence.
             self.keep_alive.as_mut().reset(due);
@@ -174,9 +169,7 @@ mod tests {
             max_streams_per_user: 1,
             positions_from_source: false,
         });
-        let sub = hub
-            .subscribe("u", &LastSeen::Nothing, Default::default())
-            .unwrap();
+        let sub = hub.subscribe("u", &LastSeen::Nothing, None).unwrap();
         let permit = StreamBudget::new(1).try_acquire().unwrap();
         let every = Duration::from_millis(300);
         let mut stream = HubStream::new(sub, Duration::from_secs(2), every, permit);

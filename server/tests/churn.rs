@@ -22,12 +22,8 @@ fn hundred_thousand_cycles_return_the_registry_to_empty() {
     let hub = hub();
     for i in 0..100_000u32 {
         let user = format!("user-{}", i % 5000);
-        let a = hub
-            .subscribe(&user, &LastSeen::Nothing, Default::default())
-            .unwrap();
-        let b = hub
-            .subscribe(&user, &LastSeen::Nothing, Default::default())
-            .unwrap();
+        let a = hub.subscribe(&user, &LastSeen::Nothing, None).unwrap();
+        let b = hub.subscribe(&user, &LastSeen::Nothing, None).unwrap();
         drop(a);
         drop(b);
     }

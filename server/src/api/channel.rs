@@ -13,13 +13,8 @@ use std::{sync::Arc, time::Duration};
 
 use super::params::{StreamQuery, message_body};
 use crate::{
-    budget::StreamBudget,
-    error::AppError,
-    hub::{Hub, Link},
-    kafka::Kafka,
-    serve::Disconnect,
-    state::AppState,
-    stream::HubStream,
+    budget::StreamBudget, error::AppError, hub::Hub, kafka::Kafka, serve::Disconnect,
+    state::AppState, stream::HubStream,
 };
 
 /// Where a POSTed message goes before it reaches the hub.
@@ -95,11 +90,9 @@ async fn subscribe(
         .budget
         .try_acquire()
         .ok_or(AppError::ServerFull(channel.budget.max()))?;
-    let link = disconnect.map_or_else(Link::default, |Extension(d)| Link {
-        disconnect: Some(d.token()),
-        outlet: d.outlet(),
-    });
-    let sub = channel.hub.subscribe(user, &last, link)?;
+    let sub = channel
+        .hub
+        .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))?;
     tracing::debug!(?last, replayed = sub.replay.len(), "stream opened");
     let limits = &channel.limits;
     let body = HubStream::new(sub, limits.retry, limits.keep_alive, permit);

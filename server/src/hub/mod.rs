@@ -9,7 +9,7 @@ mod position;
 mod queue;
 
 pub use position::{LastSeen, Position};
-pub use queue::{Closed, Link, Next, StreamQueue};
+pub use queue::{Closed, Next, StreamQueue};
 
 use bytes::Bytes;
 use std::{
@@ -21,18 +21,11 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::frame;
 
 const SHARDS: usize = 64;
-
-/// A message POSTed to a user with at most this many streams is written to the sockets on the
-/// publisher's thread, under the shard lock (see [`crate::outlet`]): ~5% less CPU per message.
-/// A larger room's frames go through the streams' tasks, so the writes spread over the workers
-/// and the lock is not held for a thousand syscalls. Kafka records always do: the consumer
-/// delivers in bursts, and a task that finds several frames queued sends them in one write
-/// (direct writes measured 2.7x the CPU per record there).
-const DIRECT_WRITE_MAX_STREAMS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -237,7 +230,6 @@ impl Hub {
         let frame = frame::message(&position.to_string(), text);
         let mut delivered = 0;
         let mut slow = 0;
-        let direct = source.is_none() && entry.streams.len() <= DIRECT_WRITE_MAX_STREAMS;
         entry.streams.retain(|sub| {
             if sub
                 .skip_through
@@ -245,7 +237,7 @@ impl Hub {
             {
                 return true;
             }
-            if sub.queue.push(frame.clone(), direct) {
+            if sub.queue.push(frame.clone()) {
                 delivered += 1;
                 true
             } else {
@@ -286,7 +278,7 @@ impl Hub {
         &self,
         user: &str,
         last: &LastSeen,
-        link: Link,
+        disconnect: Option<CancellationToken>,
     ) -> Result<Subscription, SubscribeError> {
         if self.shared.closing.load(Relaxed) {
             return Err(SubscribeError::ShuttingDown);
@@ -326,7 +318,7 @@ impl Hub {
             LastSeen::At(p) => (self.replay_after(entry, *p), Some(*p)),
         };
         let id = self.shared.next_stream_id.fetch_add(1, Relaxed);
-        let queue = Arc::new(StreamQueue::new(config.queue_len, link));
+        let queue = Arc::new(StreamQueue::new(config.queue_len, disconnect));
         entry.streams.push(Subscriber {
             id,
             queue: queue.clone(),

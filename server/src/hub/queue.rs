@@ -8,12 +8,10 @@
 use bytes::{Bytes, BytesMut};
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::Mutex,
     task::{Context, Poll, Waker},
 };
 use tokio_util::sync::CancellationToken;
-
-use crate::outlet::{Outlet, Sent};
 
 /// Why a queue stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,15 +35,6 @@ pub struct StreamQueue {
     /// Cuts the stream's TCP connection; needed because a stalled connection's body is never
     /// polled again, so ending the body alone would not free it.
     disconnect: Option<CancellationToken>,
-    /// Where frames may skip the queue and go straight to the socket.
-    outlet: Option<Arc<Outlet>>,
-}
-
-/// How a stream is tied to its connection.
-#[derive(Default)]
-pub struct Link {
-    pub disconnect: Option<CancellationToken>,
-    pub outlet: Option<Arc<Outlet>>,
 }
 
 #[derive(Default)]
@@ -59,39 +48,19 @@ struct State {
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 impl StreamQueue {
-    pub fn new(capacity: usize, link: Link) -> Self {
+    pub fn new(capacity: usize, disconnect: Option<CancellationToken>) -> Self {
         Self {
             capacity: capacity.max(1),
             state: Mutex::default(),
-            disconnect: link.disconnect,
-            outlet: link.outlet,
+            disconnect,
         }
     }
 
-    /// Queues a frame, or with `direct` writes it to the socket at once when nothing is ahead
-    /// of it. Returns `false` when the stream is (now) closed.
-    pub fn push(&self, frame: Bytes, direct: bool) -> bool {
+    /// Queues a frame. Returns `false` when the stream is (now) closed.
+    pub fn push(&self, frame: Bytes) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.closed.is_some() {
             return false;
-        }
-        if let Some(outlet) = self
-            .outlet
-            .as_ref()
-            .filter(|_| direct && state.frames.is_empty())
-        {
-            match outlet.try_send(&frame) {
-                Sent::Whole => return true,
-                Sent::Part => {
-                    let waker = state.waker.take();
-                    drop(state);
-                    if let Some(waker) = waker {
-                        waker.wake();
-                    }
-                    return true;
-                }
-                Sent::No => {}
-            }
         }
         if state.frames.len() >= self.capacity {
             state.frames = VecDeque::new();
@@ -126,20 +95,9 @@ impl StreamQueue {
         }
     }
 
-    /// Whether a keep-alive may go out now: not while a frame written directly is in flight or
-    /// has just gone out. When it may, the outlet is held for it like for frames.
-    pub fn keep_alive_allowed(&self) -> bool {
-        let _order = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        self.outlet.as_ref().is_none_or(|o| o.begin_if_silent())
-    }
-
     /// Everything queued, coalesced into one chunk so a burst costs one write.
     pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(outlet) = self.outlet.as_ref().filter(|_| !state.frames.is_empty()) {
-            // Taken under the queue's lock: no publisher can write past these frames.
-            outlet.begin();
-        }
         match state.frames.len() {
             0 => {}
             1 => return Poll::Ready(Next::Frames(state.frames.pop_front().unwrap_or_default())),
@@ -182,36 +140,30 @@ mod tests {
     #[test]
     fn coalesces_and_overflows() {
         let token = CancellationToken::new();
-        let q = StreamQueue::new(
-            2,
-            Link {
-                disconnect: Some(token.clone()),
-                outlet: None,
-            },
-        );
+        let q = StreamQueue::new(2, Some(token.clone()));
         assert!(matches!(poll(&q), Poll::Pending));
-        assert!(q.push(Bytes::from_static(b"a"), true));
-        assert!(q.push(Bytes::from_static(b"b"), true));
+        assert!(q.push(Bytes::from_static(b"a")));
+        assert!(q.push(Bytes::from_static(b"b")));
         match poll(&q) {
             Poll::Ready(Next::Frames(b)) => assert_eq!(&b[..], b"ab"),
             other => panic!("{other:?}"),
         }
-        assert!(q.push(Bytes::from_static(b"c"), true));
-        assert!(q.push(Bytes::from_static(b"d"), true));
+        assert!(q.push(Bytes::from_static(b"c")));
+        assert!(q.push(Bytes::from_static(b"d")));
         assert!(!token.is_cancelled());
-        assert!(!q.push(Bytes::from_static(b"e"), true));
+        assert!(!q.push(Bytes::from_static(b"e")));
         assert!(token.is_cancelled());
         assert!(matches!(
             poll(&q),
             Poll::Ready(Next::Closed(Closed::Overflow))
         ));
-        assert!(!q.push(Bytes::from_static(b"f"), true));
+        assert!(!q.push(Bytes::from_static(b"f")));
     }
 
     #[test]
     fn shutdown_drains_first() {
-        let q = StreamQueue::new(8, Link::default());
-        q.push(Bytes::from_static(b"x"), true);
+        let q = StreamQueue::new(8, None);
+        q.push(Bytes::from_static(b"x"));
         q.close(Closed::Shutdown);
         assert!(matches!(poll(&q), Poll::Ready(Next::Frames(_))));
         assert!(matches!(
