@@ -49,6 +49,7 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
     let shared = &kafka.shared;
     let settings = &shared.settings;
     let errors = super::context::Throttle::new(Duration::from_secs(10));
+    let mut flood = ErrorFlood::default();
     // Next offset expected per partition; going back below it means a redelivery, or a topic
     // that was deleted and created again.
     let mut expected: HashMap<i32, i64> = HashMap::new();
@@ -69,10 +70,16 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
                 if errors.allow() {
                     tracing::warn!(error = %e, "kafka consume error (repeats are muted for 10 s)");
                 }
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                // Errors are queued events, one per failed connect and the like: drain them at
+                // once, or the assignment queued behind an outage's errors waits its turn (a
+                // pause per error once held it back ~30 s). Only a flood is slowed down.
+                if flood.hit() {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
                 }
+                continue;
             }
         };
         let (partition, offset) = (message.partition(), message.offset());
@@ -221,6 +228,31 @@ async fn log_ends_before(
     watermarks(consumer, topic, partition)
         .await
         .is_some_and(|(_, high)| high < next)
+}
+
+/// More than [`ErrorFlood::PER_SECOND`] consume errors within a second: a client failing on
+/// every poll, which would otherwise spin.
+#[derive(Default)]
+struct ErrorFlood {
+    window: Option<std::time::Instant>,
+    count: u32,
+}
+
+impl ErrorFlood {
+    const PER_SECOND: u32 = 100;
+
+    fn hit(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self
+            .window
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1))
+        {
+            self.window = Some(now);
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count > Self::PER_SECOND
+    }
 }
 
 fn now_millis() -> i64 {
