@@ -554,22 +554,20 @@ async fn write_chunk(
     data: &Bytes,
     cut: Option<&CancellationToken>,
 ) -> io::Result<()> {
-    let written = match try_write_chunk(tcp, data) {
+    let mut size = [0u8; 18];
+    let size = chunk_size_line(data.len(), &mut size);
+    let total = size.len() + data.len() + 2;
+    let written = match try_write_chunk(tcp, size, data) {
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
         Err(e) => return Err(e),
     };
-    let mut size = [0u8; 18];
-    let size = chunk_size_line(data.len(), &mut size);
-    let total = size.len() + data.len() + 2;
     if written == total {
         return Ok(());
     }
-    let mut rest = Vec::with_capacity(total);
-    rest.extend_from_slice(size);
-    rest.extend_from_slice(data);
-    rest.extend_from_slice(b"\r\n");
-    write_all(tcp, &rest[written..], cut).await
+    let mut chunk = Vec::with_capacity(total);
+    encode_chunk(data, &mut chunk);
+    write_all(tcp, &chunk[written..], cut).await
 }
 
 /// Writes all of `buf`, unless the hub cuts the stream meanwhile: a client that stopped reading
@@ -591,9 +589,8 @@ async fn write_all(
     }
 }
 
-fn try_write_chunk(tcp: &TcpStream, data: &[u8]) -> io::Result<usize> {
-    let mut size = [0u8; 18];
-    let size = chunk_size_line(data.len(), &mut size);
+/// Writes `size` (the chunk's size line), `data` and CRLF as far as the socket takes them now.
+fn try_write_chunk(tcp: &TcpStream, size: &[u8], data: &[u8]) -> io::Result<usize> {
     if data.len() <= SMALL_CHUNK {
         let mut buf = [0u8; SMALL_CHUNK + 20];
         let n = size.len() + data.len() + 2;
