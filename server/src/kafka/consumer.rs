@@ -179,7 +179,6 @@ async fn restart_recreated_partitions(
             "kafka partition was recreated; reading it from the start"
         );
         kafka.shared.hub.reset_lane(partition as u64);
-        expected.insert(partition, low);
         let consumer = consumer.clone();
         let topic = topic.clone();
         let rewound = tokio::task::spawn_blocking(move || {
@@ -196,8 +195,12 @@ async fn restart_recreated_partitions(
         })
         .await;
         match rewound {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(partition, error = %e, "kafka rewind failed"),
+            Ok(Ok(())) => {
+                expected.insert(partition, low);
+            }
+            // Typically between a revoke and the next assignment. `expected` stays as it was,
+            // so the next check sees the short log again and retries.
+            Ok(Err(e)) => tracing::warn!(partition, error = %e, "kafka rewind failed; retrying"),
             Err(e) => tracing::warn!(partition, error = %e, "kafka rewind task failed"),
         }
     }
