@@ -267,14 +267,13 @@ impl SendOutcome {
 
     pub fn message(&self) -> String {
         match self {
-            Self::Sent(p) => {
-                let streams = if p.delivered == 1 {
-                    "stream"
-                } else {
-                    "streams"
-                };
-                format!("Sent as {} · delivered to {} {streams}", p.id, p.delivered)
-            }
+            Self::Sent(p) => match p.delivered {
+                Some(n) => {
+                    let streams = if n == 1 { "stream" } else { "streams" };
+                    format!("Sent as {} · delivered to {n} {streams}", p.id)
+                }
+                None => format!("Sent as {}", p.id),
+            },
             Self::Failed(reason) => format!("Not sent: {reason}"),
         }
     }
@@ -434,12 +433,14 @@ mod tests {
             ok,
             SendOutcome::Sent(Published {
                 id: "17-3".into(),
-                delivered: 2
+                delivered: Some(2)
             })
         );
         assert_eq!(ok.message(), "Sent as 17-3 · delivered to 2 streams");
         let one = SendOutcome::from_response(200, "OK", r#"{"id":"1","delivered":1}"#);
         assert!(one.message().ends_with("1 stream"));
+        let v3 = SendOutcome::from_response(200, "OK", r#"{"id":"0-9"}"#);
+        assert_eq!(v3.message(), "Sent as 0-9");
 
         let too_big = SendOutcome::from_response(413, "Payload Too Large", "body over 64 KiB\n");
         assert_eq!(too_big.message(), "Not sent: 413 body over 64 KiB");

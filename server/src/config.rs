@@ -85,6 +85,12 @@ pub struct Config {
     #[arg(long, env = "KAFKA_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub kafka_timeout: Duration,
 
+    /// The longest a Kafka fetch waits at the broker for new records. Brokers that answer a
+    /// fetch only when it runs out add up to this much delay from produce to stream; Apache
+    /// Kafka answers as soon as records arrive, and only polls an idle topic this often.
+    #[arg(long, env = "KAFKA_FETCH_WAIT", default_value = "10ms", value_parser = duration)]
+    pub kafka_fetch_wait: Duration,
+
     /// Kafka consumer session timeout: how soon a dead instance's group membership lapses.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub kafka_session_timeout: Duration,

@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     budget::StreamBudget,
     config::Config,
-    hub::{Hub, HubConfig},
+    hub::{Hub, HubConfig, Numbering},
     kafka::Kafka,
 };
 
@@ -24,20 +24,20 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, shutdown: CancellationToken) -> Self {
-        let hub = |name, positions_from_source| {
+        let hub = |name, numbering| {
             Hub::new(HubConfig {
                 name,
                 history_len: config.history_len,
                 history_ttl: config.history_ttl,
                 queue_len: config.queue_len,
                 max_streams_per_user: config.max_streams_per_user,
-                positions_from_source,
+                numbering,
             })
         };
         Self {
             budget: StreamBudget::new(config.max_streams),
-            v2: hub("v2", false),
-            v3: hub("v3", true),
+            v2: hub("v2", Numbering::Own),
+            v3: hub("v3", Numbering::Source),
             kafka: None,
             config: Arc::new(config),
             shutdown,

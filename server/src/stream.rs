@@ -149,7 +149,7 @@ mod tests {
     use super::*;
     use crate::{
         budget::StreamBudget,
-        hub::{Hub, HubConfig, LastSeen},
+        hub::{Hub, HubConfig, LastSeen, Numbering},
     };
 
     async fn next_text(stream: &mut HubStream) -> String {
@@ -167,7 +167,7 @@ mod tests {
             history_ttl: Duration::from_secs(60),
             queue_len: 10,
             max_streams_per_user: 1,
-            positions_from_source: false,
+            numbering: Numbering::Own,
         });
         let sub = hub.subscribe("u", &LastSeen::Nothing, None).unwrap();
         let permit = StreamBudget::new(1).try_acquire().unwrap();

@@ -3,7 +3,7 @@
 mod common;
 
 use futures_util::StreamExt;
-use server::hub::{Hub, HubConfig, LastSeen};
+use server::hub::{Hub, HubConfig, LastSeen, Numbering};
 use std::time::Duration;
 
 fn hub() -> Hub {
@@ -13,7 +13,7 @@ fn hub() -> Hub {
         history_ttl: Duration::from_secs(600),
         queue_len: 16,
         max_streams_per_user: 16,
-        positions_from_source: false,
+        numbering: Numbering::Own,
     })
 }
 

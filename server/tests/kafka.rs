@@ -3,63 +3,10 @@
 
 mod common;
 
-use common::{Events, TestServer, next, quiet, spawn};
+use common::kafka::{expect, readyz, server, wait_consuming, wait_ready};
+use common::{next, quiet};
 use std::time::{Duration, Instant};
 use testkit::{Broker, free_port};
-
-async fn server(broker: &Broker, group: &str) -> TestServer {
-    spawn(&[
-        "--kafka-brokers",
-        &broker.addr,
-        "--kafka-group",
-        group,
-        "--kafka-session-timeout",
-        "2s",
-        "--kafka-timeout",
-        "3s",
-    ])
-    .await
-}
-
-async fn readyz(server: &TestServer) -> (u16, wire::Readiness) {
-    let response = common::client()
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
-async fn wait_ready(server: &TestServer, want: u16) -> wire::Readiness {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = readyz(server).await;
-        if status == want {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "readyz stayed {status}: {body:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Waits until the consumer has joined and reads: a probe record must arrive on a stream.
-async fn wait_consuming(server: &TestServer, broker: &mut Broker) {
-    wait_ready(server, 200).await;
-    let mut probe = server.open("v3", "probe").await;
-    broker.produce(b"probe:ping").await;
-    assert_eq!(next(&mut probe, 30).await.data, "ping");
-}
-
-async fn expect(events: &mut Events, data: &str, offset: i64) {
-    let e = next(events, 20).await;
-    assert_eq!(
-        (e.data.as_str(), e.id.as_str()),
-        (data, format!("0-{offset}").as_str())
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_reach_sse_intact_and_bad_ones_are_skipped_in_order() {
@@ -117,9 +64,18 @@ async fn two_instances_post_anywhere_and_resume_anywhere() {
         (e.data.as_str(), e.id.as_str()),
         ("Howdy from version 3", first.id.as_str())
     );
-    let second = a.publish("v3", "demo", "second").await;
+    let second: wire::Published = common::client()
+        .post(a.url("/v3/message?username=demo&wait=delivered"))
+        .body("second")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(
-        second.delivered, 1,
+        second.delivered,
+        Some(1),
         "A's own consumer delivered it to the stream on A"
     );
     let seen = next(&mut on_a, 20).await;
@@ -201,16 +157,11 @@ async fn broker_restart_mid_stream() {
     assert!(not_ready.reason.contains("kafka"), "{not_ready:?}");
     broker.up().await;
     wait_ready(&server, 200).await;
-    // The broker kept nothing (memory storage), so offsets start over at 0.
-    let mut delivered = false;
-    let deadline = Instant::now() + Duration::from_secs(40);
+    // The broker kept nothing (memory storage), so offsets start over at 0. The stream gets
+    // the new record next, and nothing it had before comes again.
     let offset = broker.produce(b"demo:after the broker restart").await;
-    while !delivered && Instant::now() < deadline {
-        let e = next(&mut demo, 40).await;
-        delivered = e.data == "after the broker restart";
-        assert_eq!(e.id, format!("0-{offset}"));
-    }
-    assert!(delivered);
+    expect(&mut demo, "after the broker restart", offset).await;
+    quiet(&mut demo, 3000).await;
     server.stop().await;
     broker.down().await;
 }
@@ -233,7 +184,8 @@ async fn no_broker_then_broker() {
     let response = server.post("v3", "demo", "nobody home").await;
     let took = started.elapsed();
     assert_eq!(response.status(), 503);
-    assert!(took < Duration::from_secs(5), "503 took {took:?}");
+    // --kafka-timeout 3s, librdkafka's once-a-second timeout scan, and a busy machine.
+    assert!(took < Duration::from_secs(10), "503 took {took:?}");
     let reason = response.text().await.unwrap();
     assert!(reason.starts_with("kafka is unavailable"), "{reason}");
 
@@ -247,6 +199,7 @@ async fn no_broker_then_broker() {
                 break response.json::<wire::Published>().await.unwrap();
             }
             assert!(Instant::now() < deadline, "v3 POST never recovered");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
     // Promptly: the consumer's assignment must not wait behind the errors queued during the
@@ -254,6 +207,7 @@ async fn no_broker_then_broker() {
     let e = next(&mut v3, 10).await;
     // Not "nobody home": a POST answered 503 is never produced later.
     assert_eq!((e.data.as_str(), e.id), ("hello again", published.id));
+    quiet(&mut v3, 3000).await;
     server.stop().await;
     broker.down().await;
 }

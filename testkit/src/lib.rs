@@ -117,4 +117,79 @@ impl Broker {
             .await;
         delivery.expect("produced").offset
     }
+
+    /// Produces a record stamped with `timestamp_ms` (CreateTime), as a producer with a wrong
+    /// clock would, and returns its offset.
+    pub async fn produce_stamped(&mut self, value: &[u8], timestamp_ms: i64) -> i64 {
+        let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(TOPIC)
+            .payload(value)
+            .timestamp(timestamp_ms);
+        let delivery = self
+            .producer()
+            .send(record, Timeout::After(Duration::from_secs(20)))
+            .await;
+        delivery.expect("produced").offset
+    }
+
+    /// Produces `values` the way a batching producer does (`linger.ms` = `linger_ms`, all sent
+    /// before any is acknowledged), so they reach the broker as multi-record batches. Returns
+    /// their offsets in order.
+    pub async fn produce_batched(&self, values: &[Vec<u8>], linger_ms: u32) -> Vec<i64> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .set("message.timeout.ms", "20000")
+            .set("linger.ms", linger_ms.to_string())
+            .set("batch.num.messages", "10000")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()
+            .unwrap();
+        let sends: Vec<_> = values
+            .iter()
+            .map(|v| {
+                let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(TOPIC).payload(v);
+                producer.send(record, Timeout::After(Duration::from_secs(20)))
+            })
+            .collect();
+        let mut offsets = Vec::with_capacity(values.len());
+        for send in sends {
+            offsets.push(send.await.expect("produced").offset);
+        }
+        offsets
+    }
+
+    /// Produces `values` with kafka-python, a pure-Python client that batches its own way
+    /// (`linger_ms` = `linger_ms`). Returns their offsets in order.
+    pub async fn produce_with_kafka_python(&self, values: &[&str], linger_ms: u32) -> Vec<i64> {
+        const SCRIPT: &str = r#"
+import json, sys
+from kafka import KafkaProducer
+addr, linger, values = sys.argv[1], int(sys.argv[2]), json.loads(sys.stdin.read())
+producer = KafkaProducer(bootstrap_servers=addr, api_version=(2, 5, 0), linger_ms=linger, acks="all")
+futures = [producer.send(sys.argv[3], v.encode()) for v in values]
+print(json.dumps([f.get(timeout=20).offset for f in futures]))
+producer.close()
+"#;
+        let mut child = Command::new("python3")
+            .args(["-c", SCRIPT, &self.addr, &linger_ms.to_string(), TOPIC])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 on PATH");
+        let input = serde_json::to_vec(values).unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, &input)
+            .await
+            .unwrap();
+        drop(stdin);
+        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("kafka-python finished within 60 s")
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kafka-python producer failed (scripts/install-deps.sh installs kafka-python)"
+        );
+        serde_json::from_slice(&output.stdout).expect("offsets as JSON")
+    }
 }

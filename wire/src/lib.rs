@@ -60,8 +60,11 @@ pub fn validate_username(name: &str) -> Result<(), UsernameError> {
 pub struct Published {
     /// The SSE `id:` the message carries; usable as `Last-Event-ID`.
     pub id: String,
-    /// How many open streams the message was queued to on the instance that answered.
-    pub delivered: usize,
+    /// How many open streams the message was queued to on the instance that answered. Always
+    /// there on v2; on v3 only when the POST asked for it with `wait=delivered`, since it
+    /// means waiting for the instance's consumer to read the record back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<usize>,
 }
 
 /// Body of `GET /readyz`.

@@ -107,23 +107,41 @@ async fn publish(
 ) -> Result<Json<wire::Published>, AppError> {
     let user = query.username()?;
     tracing::Span::current().record("user", user);
+    let wait = query.wait_delivered()?;
     let text = message_body(request, channel.limits.max_body).await?;
     match &channel.sink {
         Sink::Local => {
             let d = channel.hub.publish(user, &text);
             Ok(Json(wire::Published {
                 id: d.position.to_string(),
-                delivered: d.delivered,
+                delivered: Some(d.delivered),
             }))
         }
-        Sink::Kafka(Some(kafka)) => Ok(Json(
-            kafka
+        Sink::Kafka(Some(kafka)) => {
+            let position = kafka
                 .publish(user, &text)
                 .await
-                .map_err(|e| AppError::Unavailable(e.to_string()))?,
-        )),
+                .map_err(|e| AppError::Unavailable(e.to_string()))?;
+            let delivered = match wait {
+                // Not found within the wait: this instance's consumer is behind, so none yet.
+                true => Some(
+                    kafka
+                        .delivered_locally(user, position, LOCAL_DELIVERY_PATIENCE)
+                        .await
+                        .unwrap_or(0),
+                ),
+                false => None,
+            };
+            Ok(Json(wire::Published {
+                id: position.to_string(),
+                delivered,
+            }))
+        }
         Sink::Kafka(None) => Err(AppError::Unavailable(
             "kafka is switched off on this server".into(),
         )),
     }
 }
+
+/// How long a v3 POST with `wait=delivered` waits for this instance's consumer.
+const LOCAL_DELIVERY_PATIENCE: Duration = Duration::from_secs(1);

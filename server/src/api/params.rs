@@ -15,6 +15,8 @@ pub struct StreamQuery {
     username: Option<String>,
     /// For a browser's first request, which can't set `Last-Event-ID`.
     last_event_id: Option<String>,
+    /// `delivered`: a v3 POST waits for this instance's consumer to count local deliveries.
+    wait: Option<String>,
 }
 
 impl StreamQuery {
@@ -24,6 +26,7 @@ impl StreamQuery {
             let slot = match &*key {
                 "username" => &mut q.username,
                 "lastEventId" => &mut q.last_event_id,
+                "wait" => &mut q.wait,
                 _ => continue,
             };
             if slot.replace(value.into_owned()).is_some() {
@@ -33,6 +36,17 @@ impl StreamQuery {
             }
         }
         Ok(q)
+    }
+
+    /// Whether the POST asked to wait for local delivery (`wait=delivered`).
+    pub fn wait_delivered(&self) -> Result<bool, AppError> {
+        match self.wait.as_deref() {
+            None => Ok(false),
+            Some("delivered") => Ok(true),
+            Some(_) => Err(AppError::BadRequest(
+                "query parameter `wait` takes only `delivered`".into(),
+            )),
+        }
     }
 
     pub fn username(&self) -> Result<&str, AppError> {
@@ -100,5 +114,14 @@ mod tests {
         assert_eq!(q.last_event_id.as_deref(), Some("0-7"));
         assert!(StreamQuery::parse("").unwrap().username().is_err());
         assert!(StreamQuery::parse("username=a&username=b").is_err());
+        assert!(!q.wait_delivered().unwrap());
+        let waits = StreamQuery::parse("username=a&wait=delivered").unwrap();
+        assert!(waits.wait_delivered().unwrap());
+        assert!(
+            StreamQuery::parse("wait=x")
+                .unwrap()
+                .wait_delivered()
+                .is_err()
+        );
     }
 }

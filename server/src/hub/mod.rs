@@ -5,6 +5,7 @@
 //! spread over shards, so publishes to different users rarely meet on a lock, and a publish
 //! never waits for a subscriber: each stream has its own bounded [`StreamQueue`].
 
+mod lanes;
 mod position;
 mod queue;
 
@@ -16,7 +17,7 @@ use std::{
     collections::{HashMap, VecDeque},
     hash::{BuildHasher, RandomState},
     sync::{
-        Arc, Mutex, MutexGuard, RwLock,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
     time::{Duration, Instant},
@@ -35,9 +36,19 @@ pub struct HubConfig {
     pub history_ttl: Duration,
     pub queue_len: usize,
     pub max_streams_per_user: usize,
-    /// Positions come from the source (Kafka) rather than from this hub. Then an unknown lane
-    /// is a partition not consumed yet, not an id from an earlier process.
-    pub positions_from_source: bool,
+    pub numbering: Numbering,
+}
+
+/// Where the positions of a hub's messages come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numbering {
+    /// The hub numbers messages itself (v2), on a lane named after the process's start time, so
+    /// an id on any other lane comes from an earlier process.
+    Own,
+    /// The source numbers them (v3: Kafka partition and offset). A lane is known once the
+    /// source says where this process starts reading it ([`Hub::open_lane`]); a resume on a
+    /// lane not known yet is decided when it opens.
+    Source,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,10 +82,10 @@ struct Shared {
     /// ids from an earlier process are recognised as such.
     local_lane: u64,
     next_seq: AtomicU64,
-    /// Highest seq seen per lane, across users, for positions from the source (for our own
-    /// numbering it is `next_seq - 1`). A user entry created later can't vouch for anything up to
-    /// these, so resuming from before them must resync.
-    high_water: RwLock<Vec<(u64, AtomicU64)>>,
+    /// Source lanes: where this process started reading each, and how far it got. A user entry
+    /// created later can't vouch for anything up to the high water, so resuming from before it
+    /// must resync; nor can anyone vouch for what came before a lane's start.
+    lanes: lanes::Lanes,
     next_stream_id: AtomicU64,
     closing: AtomicBool,
     slow_closed: AtomicU64,
@@ -96,6 +107,9 @@ struct Subscriber {
     /// Live messages at or before this position were already seen by the client (it resumed
     /// from an instance that was ahead of this one).
     skip_through: Option<Position>,
+    /// Resumed from this position on a source lane this process has not opened yet: whether
+    /// it missed anything is decided when the lane opens.
+    pending: Option<Position>,
 }
 
 struct Entry {
@@ -134,7 +148,7 @@ impl Hub {
                 hasher: RandomState::new(),
                 local_lane,
                 next_seq: AtomicU64::new(1),
-                high_water: RwLock::default(),
+                lanes: lanes::Lanes::default(),
                 next_stream_id: AtomicU64::new(1),
                 closing: AtomicBool::new(false),
                 slow_closed: AtomicU64::new(0),
@@ -169,44 +183,51 @@ impl Hub {
         self.deliver(user, text, None)
     }
 
-    /// Publishes a message at a position given by its source (v3: Kafka partition and offset),
-    /// `age` after it was produced. A position the user already has is dropped, so redeliveries
-    /// never reach a stream twice; a message older than the history window only moves the
-    /// user's floor, so a restarted consumer doesn't replay stale records as live ones.
-    pub fn publish_at(
-        &self,
-        user: &str,
-        text: &str,
-        position: Position,
-        age: Duration,
-    ) -> Delivery {
-        self.deliver(user, text, Some((position, age)))
+    /// Publishes a message at a position given by its source (v3: Kafka partition and offset).
+    /// A position the user already has is dropped, so redeliveries never reach a stream twice.
+    /// The message is live whatever its producer's clock said: which old records are skipped
+    /// is decided by where the source is read from, not here.
+    pub fn publish_at(&self, user: &str, text: &str, position: Position) -> Delivery {
+        if self.shared.lanes.start(position.lane).is_none() {
+            // The source opens each lane before its first message; else it opens here.
+            self.open_lane(position.lane, position.seq);
+        }
+        self.deliver(user, text, Some(position))
     }
 
-    fn deliver(&self, user: &str, text: &str, source: Option<(Position, Duration)>) -> Delivery {
-        let now = Instant::now();
-        let age = source.map_or(Duration::ZERO, |(_, age)| age);
-        if let Some((position, _)) = source.filter(|_| age >= self.shared.config.history_ttl) {
-            let mut shard = self.shard(user);
-            if let Some(entry) = shard.get_mut(user) {
-                entry.raise_floor(position);
-            }
-            drop(shard);
-            self.raise_high_water(position);
-            return Delivery {
-                position,
-                delivered: 0,
-                fresh: false,
-            };
+    /// This process reads source lane `lane` from `start` on (v3: a Kafka partition, from the
+    /// offset its consumer starts at). Resumes waiting for the lane are decided now: a client
+    /// whose last id is before `start` missed records this process never saw, and gets a
+    /// resync.
+    pub fn open_lane(&self, lane: u64, start: u64) {
+        if self.shared.lanes.open(lane, start) == lanes::Opened::Known {
+            return;
         }
-        let at = now.checked_sub(age).unwrap_or(now);
+        let start = self.shared.lanes.start(lane).unwrap_or(start);
+        for shard in self.shared.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for user in shard.values_mut() {
+                for sub in &mut user.streams {
+                    let Some(last) = sub.pending.take_if(|p| p.lane == lane) else {
+                        continue;
+                    };
+                    if last.seq.saturating_add(1) < start {
+                        sub.queue.push(missed(last));
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, user: &str, text: &str, source: Option<Position>) -> Delivery {
+        let now = Instant::now();
         let mut shard = self.shard(user);
         let entry = match shard.get_mut(user) {
             Some(entry) => entry,
             None => shard.entry(Arc::from(user)).or_insert(self.new_user()),
         };
         let position = match source {
-            Some((position, _)) => {
+            Some(position) => {
                 if entry
                     .last_seq(position.lane)
                     .is_some_and(|seen| seen >= position.seq)
@@ -217,7 +238,9 @@ impl Hub {
                         fresh: false,
                     };
                 }
-                self.raise_high_water(position);
+                // After the redelivery check: a user entry created for this very message
+                // takes its floor from the high water.
+                self.shared.lanes.advance(position);
                 position
             }
             // Assigned under the shard lock, so one user's ids rise in the order of delivery;
@@ -248,7 +271,7 @@ impl Hub {
         entry.history.push_back(Entry {
             position,
             frame,
-            at,
+            at: now,
             delivered,
         });
         entry.evict(&self.shared.config, now);
@@ -305,17 +328,20 @@ impl Hub {
             return Err(SubscribeError::UserLimit(limit));
         }
         entry.evict(config, now);
-        let (replay, skip_through) = match last {
-            LastSeen::Nothing => (Vec::new(), None),
+        let (replay, skip_through, pending) = match last {
+            LastSeen::Nothing => (Vec::new(), None, None),
             LastSeen::Unknown(raw) => {
                 let mut replay = vec![resync(
                     raw,
                     "the last event id is not one this server issues",
                 )];
                 replay.extend(entry.history.iter().map(|e| e.frame.clone()));
-                (replay, None)
+                (replay, None, None)
             }
-            LastSeen::At(p) => (self.replay_after(entry, *p), Some(*p)),
+            LastSeen::At(p) => {
+                let (replay, pending) = self.replay_after(entry, *p);
+                (replay, Some(*p), pending.then_some(*p))
+            }
         };
         let id = self.shared.next_stream_id.fetch_add(1, Relaxed);
         let queue = Arc::new(StreamQueue::new(config.queue_len, disconnect));
@@ -323,6 +349,7 @@ impl Hub {
             id,
             queue: queue.clone(),
             skip_through,
+            pending,
         });
         drop(shard);
         Ok(Subscription {
@@ -334,29 +361,46 @@ impl Hub {
         })
     }
 
-    fn replay_after(&self, user: &User, last: Position) -> Vec<Bytes> {
-        if let Some(i) = user.history.iter().position(|e| e.position == last) {
-            return user
+    /// What a client that saw `last` missed, and whether that can only be decided once
+    /// `last`'s lane opens.
+    fn replay_after(&self, user: &User, last: Position) -> (Vec<Bytes>, bool) {
+        let lane_start = match self.shared.config.numbering {
+            Numbering::Own => None,
+            Numbering::Source => self.shared.lanes.start(last.lane),
+        };
+        // Read again past a gap after `last`: what came between never reached this process.
+        let before_start = lane_start.is_some_and(|start| last.seq.saturating_add(1) < start);
+        if let Some(i) = user
+            .history
+            .iter()
+            .position(|e| e.position == last)
+            .filter(|_| !before_start)
+        {
+            let replay = user
                 .history
                 .iter()
                 .skip(i + 1)
                 .map(|e| e.frame.clone())
                 .collect();
+            return (replay, false);
         }
-        let gap = match user.floor.iter().find(|f| f.lane == last.lane) {
-            Some(floor) => last.seq < floor.seq,
-            // Nothing on this lane was ever dropped here. Our own lane can't be unknown, so
-            // an id on another lane comes from an earlier process: everything since is gone.
-            None => {
-                !self.shared.config.positions_from_source && last.lane != self.shared.local_lane
-            }
+        let evicted = user
+            .floor
+            .iter()
+            .find(|f| f.lane == last.lane)
+            .is_some_and(|floor| last.seq < floor.seq);
+        let (gap, pending) = match self.shared.config.numbering {
+            // Our own lane is never unknown, so an id on another lane comes from an earlier
+            // process: everything since is gone.
+            Numbering::Own => (evicted || last.lane != self.shared.local_lane, false),
+            Numbering::Source => match lane_start {
+                Some(_) => (evicted || before_start, false),
+                None => (false, true),
+            },
         };
         let mut replay = Vec::new();
         if gap {
-            replay.push(resync(
-                &last.to_string(),
-                "messages after this id are no longer in the history",
-            ));
+            replay.push(missed(last));
         }
         replay.extend(
             user.history
@@ -364,7 +408,7 @@ impl Hub {
                 .filter(|e| e.position.lane != last.lane || e.position.seq > last.seq)
                 .map(|e| e.frame.clone()),
         );
-        replay
+        (replay, pending)
     }
 
     fn unsubscribe(&self, user: &str, id: u64) {
@@ -430,8 +474,10 @@ impl Hub {
     }
 
     /// Forgets everything about `lane`: its source started numbering again (a Kafka topic that
-    /// was deleted and created anew), so old positions on it mean nothing now.
+    /// was deleted and created anew), so old positions on it mean nothing now. The lane opens
+    /// again where the source is read from next.
     pub fn reset_lane(&self, lane: u64) {
+        self.shared.lanes.forget(lane);
         for shard in self.shared.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             shard.retain(|_, user| {
@@ -441,16 +487,13 @@ impl Hub {
                     if sub.skip_through.is_some_and(|s| s.lane == lane) {
                         sub.skip_through = None;
                     }
+                    if sub.pending.is_some_and(|p| p.lane == lane) {
+                        sub.pending = None;
+                    }
                 }
                 !user.streams.is_empty() || !user.history.is_empty()
             });
         }
-        let mut lanes = self
-            .shared
-            .high_water
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        lanes.retain(|(l, _)| *l != lane);
     }
 
     /// Ends every stream cleanly and refuses new ones.
@@ -484,47 +527,16 @@ impl Hub {
     }
 
     fn high_water(&self) -> Vec<Position> {
-        if !self.shared.config.positions_from_source {
-            // Own numbering: the last id handed out is the high water.
-            let last = self.shared.next_seq.load(Relaxed) - 1;
-            return (last > 0)
-                .then_some(Position::new(self.shared.local_lane, last))
-                .into_iter()
-                .collect();
-        }
-        let lanes = self
-            .shared
-            .high_water
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        lanes
-            .iter()
-            .map(|(lane, seq)| Position::new(*lane, seq.load(Relaxed)))
-            .collect()
-    }
-
-    fn raise_high_water(&self, p: Position) {
-        {
-            let lanes = self
-                .shared
-                .high_water
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            if let Some((_, seq)) = lanes.iter().find(|(lane, _)| *lane == p.lane) {
-                seq.fetch_max(p.seq, Relaxed);
-                return;
+        match self.shared.config.numbering {
+            Numbering::Own => {
+                // The last id handed out is the high water.
+                let last = self.shared.next_seq.load(Relaxed) - 1;
+                (last > 0)
+                    .then_some(Position::new(self.shared.local_lane, last))
+                    .into_iter()
+                    .collect()
             }
-        }
-        let mut lanes = self
-            .shared
-            .high_water
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        match lanes.iter().find(|(lane, _)| *lane == p.lane) {
-            Some((_, seq)) => {
-                seq.fetch_max(p.seq, Relaxed);
-            }
-            None => lanes.push((p.lane, AtomicU64::new(p.seq))),
+            Numbering::Source => self.shared.lanes.high_water(),
         }
     }
 }
@@ -574,6 +586,14 @@ impl User {
     }
 }
 
+/// The resync notice for a client whose messages after `last` are not all here.
+fn missed(last: Position) -> Bytes {
+    resync(
+        &last.to_string(),
+        "messages after this id are no longer in the history",
+    )
+}
+
 fn resync(last_event_id: &str, reason: &str) -> Bytes {
     let data = serde_json::to_string(&wire::Resync {
         last_event_id: last_event_id.to_owned(),
@@ -582,3 +602,6 @@ fn resync(last_event_id: &str, reason: &str) -> Bytes {
     .unwrap_or_default();
     frame::named(wire::RESYNC_EVENT, &data)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,26 @@
 //! The consume loop: records into the v3 hub, offsets stored only after that.
+//!
+//! Per partition it decides three things the broker does not say outright:
+//! - **Where to start.** On a partition's first assignment in this process, reading starts at
+//!   the later of the committed offset and the first record inside the history window, so a new
+//!   instance is current within seconds whatever the topic holds. After that no record is ever
+//!   dropped for its timestamp: producers' clocks are theirs.
+//! - **Redelivery.** After a rebalance the consumer reads again from the committed offset; the
+//!   hub drops positions a user already has.
+//! - **A topic created anew.** Its offsets start over, so old positions mean nothing. The
+//!   signs: the consumer jumps back within one assignment (librdkafka resets a position past
+//!   the log's end); a new assignment starts below the offset the broker last confirmed
+//!   committing (the broker lost it with the topic); a known position comes back with other
+//!   content; or the high watermark falls below the highest one the broker reported before,
+//!   and below our position. A high watermark below our position alone is no sign: some
+//!   brokers report the base offset of the last batch as the high watermark.
+//!
+//! Offsets are committed from this loop, not by librdkafka on its own, so that nothing is
+//! committed between a broker outage and the next record: a broker that came back empty must
+//! not be handed our old position, which would point past its new log.
 
 use rdkafka::{
-    ClientConfig, Message,
+    ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
 };
 use std::{
@@ -11,10 +30,16 @@ use std::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Kafka, Settings, context::Context, record};
+use super::{Kafka, Settings, context::Context, recent::Recent, record, skipped::SkippedLog};
 use crate::hub::Position;
 
 pub type KafkaConsumer = StreamConsumer<Context>;
+
+/// How long a blocking metadata or offset request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often stored offsets are committed.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Consumer settings for at-least-once delivery in a group of this instance's own.
 pub fn config(settings: &Settings) -> ClientConfig {
@@ -25,13 +50,19 @@ pub fn config(settings: &Settings) -> ClientConfig {
         .set("group.id", &settings.group)
         .set("client.id", &settings.group)
         .set("enable.partition.eof", "false")
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        // Offsets are stored by hand once a record is in the hub.
+        // Offsets are stored by hand once a record is in the hub, and committed by the loop.
+        .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        // A new instance reads what the topic still holds, to fill its history; records
-        // older than the history window are skipped by the hub.
+        // With no committed offset, start at the beginning; the loop then skips ahead to the
+        // history window.
         .set("auto.offset.reset", "earliest")
+        // Some brokers answer a fetch only when this runs out, even when records arrive
+        // sooner: it bounds the delay from produce to stream.
+        .set(
+            "fetch.wait.max.ms",
+            settings.fetch_wait.as_millis().max(1).to_string(),
+        )
+        .set("socket.nagle.disable", "true")
         .set("session.timeout.ms", session.to_string())
         .set("heartbeat.interval.ms", (session / 3).to_string())
         .set("topic.metadata.refresh.interval.ms", "2000")
@@ -45,21 +76,46 @@ pub fn create(settings: &Settings) -> anyhow::Result<Arc<KafkaConsumer>> {
     Ok(Arc::new(consumer))
 }
 
+/// What the loop knows of one partition.
+struct Partition {
+    /// The assignment under which the current read started.
+    assignment: u64,
+    /// The offset expected next.
+    next: i64,
+    /// Until the first record kept: which records before the history window are skipped.
+    opening: Option<Opening>,
+    /// The highest high watermark the broker reported.
+    max_high: i64,
+    /// What the last records read were.
+    recent: Recent,
+}
+
 pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: CancellationToken) {
     let shared = &kafka.shared;
     let settings = &shared.settings;
+    let hub = &shared.hub;
     let errors = super::context::Throttle::new(Duration::from_secs(10));
     let mut flood = ErrorFlood::default();
-    // Next offset expected per partition; going back below it means a redelivery, or a topic
-    // that was deleted and created again.
-    let mut expected: HashMap<i32, i64> = HashMap::new();
+    let mut skipped = SkippedLog::new(Duration::from_secs(10));
+    let mut partitions: HashMap<i32, Partition> = HashMap::new();
     let mut check = tokio::time::interval(Duration::from_secs(2));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut commit = tokio::time::interval(COMMIT_INTERVAL);
+    commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Set by a consume error (the broker went away), cleared by the next record.
+    let mut outage = false;
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => break,
             _ = check.tick() => {
-                restart_recreated_partitions(&consumer, &kafka, &mut expected).await;
+                skipped.flush();
+                restart_recreated_partitions(&consumer, &kafka, &mut partitions).await;
+                continue;
+            }
+            _ = commit.tick() => {
+                if !outage {
+                    commit_stored(&consumer, &errors);
+                }
                 continue;
             }
             m = consumer.recv() => m,
@@ -67,6 +123,7 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
         let message = match message {
             Ok(m) => m,
             Err(e) => {
+                outage = true;
                 if errors.allow() {
                     tracing::warn!(error = %e, "kafka consume error (repeats are muted for 10 s)");
                 }
@@ -83,56 +140,292 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
             }
         };
         let (partition, offset) = (message.partition(), message.offset());
+        let lane = partition as u64;
         let parsed = record::parse(message.payload(), settings.max_message);
-        if expected.get(&partition).is_some_and(|&next| offset < next) {
-            let position = Position::new(partition as u64, offset as u64);
-            let seen = parsed
-                .as_ref()
-                .ok()
-                .and_then(|(user, text)| shared.hub.knows(user, position, text));
-            let restarted = match seen {
-                Some(same) => !same,
-                None => {
-                    log_ends_before(&consumer, &settings.topic, partition, expected[&partition])
-                        .await
-                }
-            };
-            if restarted {
-                tracing::warn!(
+        let assignment = consumer.context().assignments();
+        match partitions.get_mut(&partition) {
+            None => {
+                let opening = Opening::look_up(&consumer, settings, partition, offset).await;
+                partitions.insert(
                     partition,
-                    offset,
-                    "kafka partition starts over; forgetting its old positions"
+                    Partition {
+                        assignment,
+                        next: offset,
+                        opening: Some(opening),
+                        max_high: -1,
+                        recent: Recent::default(),
+                    },
                 );
-                shared.hub.reset_lane(partition as u64);
+            }
+            Some(p) => {
+                // Is this the record we read at this offset before?
+                let same = p.recent.same(offset, message.payload()).or_else(|| {
+                    let (user, text) = parsed.as_ref().ok()?;
+                    hub.knows(user, Position::new(lane, offset as u64), text)
+                });
+                let new_read = p.assignment != assignment;
+                // Within one read, only librdkafka's reset of a position past the log's end
+                // goes back. After a rebalance, reading resumes at the committed offset: below
+                // what the broker confirmed, it lost that with the topic.
+                let below_commit = consumer
+                    .context()
+                    .committed(partition)
+                    .is_some_and(|c| offset < c);
+                let recreated = offset < p.next
+                    && same != Some(true)
+                    && (same == Some(false) || !new_read || below_commit);
+                if recreated {
+                    tracing::warn!(
+                        partition,
+                        offset,
+                        expected = p.next,
+                        "kafka partition starts over (topic created anew); forgetting its old positions"
+                    );
+                    hub.reset_lane(lane);
+                    consumer.context().forget_committed(partition);
+                    p.max_high = -1;
+                    p.recent.clear();
+                }
+                if (recreated || new_read) && p.opening.is_none() {
+                    // A read that starts past what we had leaves a gap: the lane says so.
+                    hub.open_lane(lane, offset as u64);
+                }
+                p.assignment = assignment;
             }
         }
-        expected.insert(partition, offset + 1);
-        match parsed {
-            Ok((user, text)) => {
-                let age = message
-                    .timestamp()
-                    .to_millis()
-                    .and_then(|ts| u64::try_from(now_millis() - ts).ok())
-                    .map_or(Duration::ZERO, Duration::from_millis);
-                let position = Position::new(partition as u64, offset as u64);
-                shared.hub.publish_at(user, text, position, age);
-                shared.records.fetch_add(1, Relaxed);
+        outage = false;
+        let p = partitions.get_mut(&partition).expect("inserted above");
+        p.next = offset + 1;
+        p.recent.push(offset, message.payload());
+        let keep = match &mut p.opening {
+            None => true,
+            Some(opening) => {
+                let kept = opening.keeps(offset, message.timestamp().to_millis());
+                if kept {
+                    opening.log(partition, offset, settings.history_ttl);
+                    hub.open_lane(lane, offset as u64);
+                    p.opening = None;
+                }
+                kept
             }
-            Err(why) => {
-                shared.skipped.fetch_add(1, Relaxed);
-                tracing::warn!(partition, offset, reason = %why, "skipping bad kafka record");
+        };
+        if keep {
+            match parsed {
+                Ok((user, text)) => {
+                    hub.publish_at(user, text, Position::new(lane, offset as u64));
+                    shared.records.fetch_add(1, Relaxed);
+                }
+                Err(why) => {
+                    shared.skipped.fetch_add(1, Relaxed);
+                    skipped.record(partition, offset, &why);
+                }
             }
+            shared.progress.notify_waiters();
         }
-        shared.progress.notify_waiters();
         if let Err(e) = consumer.store_offset_from_message(&message)
             && errors.allow()
         {
             tracing::warn!(error = %e, "kafka offset store failed");
         }
     }
-    // A plain thread, not the blocking pool: a sync commit against a broker that just went
-    // away can block for good, and the runtime would then never finish shutting down. The caller
-    // bounds the wait; a commit still pending when the process exits is simply redelivered.
+    skipped.flush();
+    final_commit(consumer).await;
+}
+
+/// Where reading a partition starts, the first time this process reads it: at the later of
+/// the offset it was handed (the committed one) and the first record inside the history
+/// window. Brokers without a time index (tansu) answer the window lookup with the log's
+/// start, so records read before the log end seen at start-up are also skipped while they
+/// are older than the window, up to the first one that is not.
+struct Opening {
+    /// Found by the broker's time index; the consumer was moved there.
+    skip_below: i64,
+    /// The high watermark at start-up: records from here on are live.
+    catch_up_end: i64,
+    /// Milliseconds since the epoch where the history window began at start-up.
+    cutoff_ms: i64,
+    first: i64,
+    skipped: u64,
+}
+
+impl Opening {
+    async fn look_up(
+        consumer: &Arc<KafkaConsumer>,
+        settings: &Settings,
+        partition: i32,
+        offset: i64,
+    ) -> Self {
+        let cutoff_ms = now_millis().saturating_sub(settings.history_ttl.as_millis() as i64);
+        let window = window_start(consumer, settings, partition, cutoff_ms)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(partition, error = %e, "kafka: could not look up the history window's first offset");
+                offset
+            });
+        let catch_up_end = watermarks(consumer, &settings.topic, partition)
+            .await
+            .map_or(offset, |(_, high)| high);
+        if window > offset {
+            let (consumer, topic) = (consumer.clone(), settings.topic.clone());
+            let seek = tokio::task::spawn_blocking(move || {
+                consumer.seek(&topic, partition, Offset::Offset(window), REQUEST_TIMEOUT)
+            })
+            .await;
+            // Not fatal: records below the window are skipped as they arrive.
+            if let Ok(Err(e)) = seek {
+                tracing::debug!(partition, error = %e, "kafka seek to the history window failed");
+            }
+        }
+        Self {
+            skip_below: window,
+            catch_up_end,
+            cutoff_ms,
+            first: offset,
+            skipped: 0,
+        }
+    }
+
+    /// Whether the record at `offset`, stamped `timestamp`, is the first one kept.
+    fn keeps(&mut self, offset: i64, timestamp: Option<i64>) -> bool {
+        let old = offset < self.skip_below
+            || (offset < self.catch_up_end && timestamp.is_some_and(|t| t < self.cutoff_ms));
+        if old {
+            self.skipped += 1;
+        }
+        !old
+    }
+
+    fn log(&self, partition: i32, offset: i64, history_ttl: Duration) {
+        if self.skipped == 0 && offset <= self.first {
+            tracing::info!(partition, offset, "kafka partition: reading from offset");
+        } else {
+            tracing::info!(
+                partition,
+                offset,
+                skipped = offset - self.first,
+                ?history_ttl,
+                "kafka partition: reading from the history window; older records were skipped"
+            );
+        }
+    }
+}
+
+/// The offset of the partition's first record inside the history window, or its end when
+/// none is that recent.
+async fn window_start(
+    consumer: &Arc<KafkaConsumer>,
+    settings: &Settings,
+    partition: i32,
+    since: i64,
+) -> anyhow::Result<i64> {
+    let (consumer, topic) = (consumer.clone(), settings.topic.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut query = TopicPartitionList::new();
+        query.add_partition_offset(&topic, partition, Offset::Offset(since))?;
+        let found = consumer.offsets_for_times(query, REQUEST_TIMEOUT)?;
+        let elem = found
+            .find_partition(&topic, partition)
+            .ok_or_else(|| anyhow::anyhow!("no answer for the partition"))?;
+        elem.error()?;
+        match elem.offset() {
+            Offset::Offset(o) => Ok(o),
+            Offset::End => Ok(consumer
+                .fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)?
+                .1),
+            other => anyhow::bail!("unexpected offset {other:?}"),
+        }
+    })
+    .await?
+}
+
+/// A partition whose high watermark fell below the highest one seen, and below our position,
+/// was created anew (some brokers then answer fetches past the end with silence rather than
+/// an error): read it again from its start.
+async fn restart_recreated_partitions(
+    consumer: &Arc<KafkaConsumer>,
+    kafka: &Kafka,
+    partitions: &mut HashMap<i32, Partition>,
+) {
+    let topic = &kafka.shared.settings.topic;
+    for (&partition, p) in partitions.iter_mut() {
+        let Some((low, high)) = watermarks(consumer, topic, partition).await else {
+            continue;
+        };
+        if high >= p.max_high || high >= p.next {
+            p.max_high = p.max_high.max(high);
+            continue;
+        }
+        tracing::warn!(
+            partition,
+            next = p.next,
+            high,
+            highest_seen = p.max_high,
+            "kafka partition was created anew; reading it from the start"
+        );
+        let lane = partition as u64;
+        kafka.shared.hub.reset_lane(lane);
+        consumer.context().forget_committed(partition);
+        let consumer = consumer.clone();
+        let topic = topic.clone();
+        let rewound = tokio::task::spawn_blocking(move || {
+            // Stored too, or the next auto-commit would write the stale position back.
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(low))?;
+            consumer.store_offsets(&tpl)?;
+            consumer.seek(&topic, partition, Offset::Offset(low), REQUEST_TIMEOUT)
+        })
+        .await;
+        match rewound {
+            Ok(Ok(())) => {
+                kafka.shared.hub.open_lane(lane, low as u64);
+                p.recent.clear();
+                p.next = low;
+                p.opening = None;
+                p.max_high = high;
+            }
+            // Typically between a revoke and the next assignment. Nothing else changed, so the
+            // next check sees the same and retries.
+            Ok(Err(e)) => tracing::warn!(partition, error = %e, "kafka rewind failed; retrying"),
+            Err(e) => tracing::warn!(partition, error = %e, "kafka rewind task failed"),
+        }
+    }
+}
+
+async fn watermarks(
+    consumer: &Arc<KafkaConsumer>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    let consumer = consumer.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        consumer.fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)
+    })
+    .await
+    .ok()?
+    .ok()
+}
+
+/// Commits the offsets stored so far, without waiting; the result reaches the context's commit
+/// callback.
+fn commit_stored(consumer: &KafkaConsumer, errors: &super::context::Throttle) {
+    match consumer.commit_consumer_state(CommitMode::Async) {
+        Ok(()) => {}
+        Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        )) => {}
+        Err(e) => {
+            if errors.allow() {
+                tracing::warn!(error = %e, "kafka offset commit failed");
+            }
+        }
+    }
+}
+
+/// A plain thread, not the blocking pool: a sync commit against a broker that just went away
+/// can block for good, and the runtime would then never finish shutting down. The caller
+/// bounds the wait; a commit still pending when the process exits is simply redelivered.
+async fn final_commit(consumer: Arc<KafkaConsumer>) {
     let (done, result) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("kafka-final-commit".into())
@@ -153,84 +446,6 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
         Ok(Err(e)) => tracing::warn!(error = %e, "kafka final commit failed"),
         Err(_) => tracing::warn!("kafka final commit thread ended without an answer"),
     }
-}
-
-/// A partition whose log now ends before the offset we expect next was deleted and created
-/// anew (some brokers then answer fetches past the end with silence rather than an error), so
-/// read it again from the start and forget its old positions.
-async fn restart_recreated_partitions(
-    consumer: &Arc<KafkaConsumer>,
-    kafka: &Kafka,
-    expected: &mut HashMap<i32, i64>,
-) {
-    let topic = &kafka.shared.settings.topic;
-    let partitions: Vec<(i32, i64)> = expected.iter().map(|(p, o)| (*p, *o)).collect();
-    for (partition, next) in partitions {
-        let Some((low, high)) = watermarks(consumer, topic, partition).await else {
-            continue;
-        };
-        if high >= next {
-            continue;
-        }
-        tracing::warn!(
-            partition,
-            next,
-            high,
-            "kafka partition was recreated; reading it from the start"
-        );
-        kafka.shared.hub.reset_lane(partition as u64);
-        let consumer = consumer.clone();
-        let topic = topic.clone();
-        let rewound = tokio::task::spawn_blocking(move || {
-            // Stored too, or the next auto-commit would write the stale position back.
-            let mut tpl = rdkafka::TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(low))?;
-            consumer.store_offsets(&tpl)?;
-            consumer.seek(
-                &topic,
-                partition,
-                rdkafka::Offset::Offset(low),
-                Duration::from_secs(2),
-            )
-        })
-        .await;
-        match rewound {
-            Ok(Ok(())) => {
-                expected.insert(partition, low);
-            }
-            // Typically between a revoke and the next assignment. `expected` stays as it was,
-            // so the next check sees the short log again and retries.
-            Ok(Err(e)) => tracing::warn!(partition, error = %e, "kafka rewind failed; retrying"),
-            Err(e) => tracing::warn!(partition, error = %e, "kafka rewind task failed"),
-        }
-    }
-}
-
-async fn watermarks(
-    consumer: &Arc<KafkaConsumer>,
-    topic: &str,
-    partition: i32,
-) -> Option<(i64, i64)> {
-    let consumer = consumer.clone();
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        consumer.fetch_watermarks(&topic, partition, Duration::from_secs(2))
-    })
-    .await
-    .ok()?
-    .ok()
-}
-
-/// True when the partition's log now ends before `next`: the topic was created anew.
-async fn log_ends_before(
-    consumer: &Arc<KafkaConsumer>,
-    topic: &str,
-    partition: i32,
-    next: i64,
-) -> bool {
-    watermarks(consumer, topic, partition)
-        .await
-        .is_some_and(|(_, high)| high < next)
 }
 
 /// More than [`ErrorFlood::PER_SECOND`] consume errors within a second: a client failing on
@@ -276,12 +491,16 @@ mod tests {
             group: "ssepush-host-3000".into(),
             timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(6),
+            fetch_wait: Duration::from_millis(10),
+            history_ttl: Duration::from_secs(600),
             max_message: 65536,
         };
         let c = config(&settings);
         assert_eq!(c.get("group.id"), Some("ssepush-host-3000"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("session.timeout.ms"), Some("6000"));
         assert_eq!(c.get("heartbeat.interval.ms"), Some("2000"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("10"));
     }
 }

@@ -8,7 +8,11 @@ use rdkafka::{
     topic_partition_list::TopicPartitionList,
 };
 use std::{
-    sync::Mutex,
+    collections::HashMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     time::{Duration, Instant},
 };
 
@@ -41,6 +45,9 @@ impl Throttle {
 pub struct Context {
     role: &'static str,
     errors: Throttle,
+    assignments: AtomicU64,
+    /// The last offset the broker confirmed committing, per partition.
+    committed: Mutex<HashMap<i32, i64>>,
 }
 
 impl Context {
@@ -48,7 +55,30 @@ impl Context {
         Self {
             role,
             errors: Throttle::new(Duration::from_secs(10)),
+            assignments: AtomicU64::new(0),
+            committed: Mutex::default(),
         }
+    }
+
+    /// The last offset of `partition` the broker confirmed committing for this group. A read
+    /// that starts below it did not come from the broker's committed offset.
+    pub fn committed(&self, partition: i32) -> Option<i64> {
+        self.committed_offsets().get(&partition).copied()
+    }
+
+    /// Forgets `partition`'s committed offset: its topic was created anew.
+    pub fn forget_committed(&self, partition: i32) {
+        self.committed_offsets().remove(&partition);
+    }
+
+    fn committed_offsets(&self) -> std::sync::MutexGuard<'_, HashMap<i32, i64>> {
+        self.committed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many partition assignments the consumer has had: a record read under a newer one
+    /// than the last may be a redelivery from the committed offset.
+    pub fn assignments(&self) -> u64 {
+        self.assignments.load(Relaxed)
     }
 }
 
@@ -85,6 +115,7 @@ impl ConsumerContext for Context {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                self.assignments.fetch_add(1, Relaxed);
                 tracing::info!(partitions = %describe(tpl), "kafka partitions assigned")
             }
             Rebalance::Revoke(_) => {}
@@ -94,7 +125,16 @@ impl ConsumerContext for Context {
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
-            Ok(()) => tracing::debug!(offsets = %describe(offsets), "kafka offsets committed"),
+            Ok(()) => {
+                let mut committed = self.committed_offsets();
+                for e in offsets.elements() {
+                    if let rdkafka::Offset::Offset(o) = e.offset() {
+                        committed.insert(e.partition(), o);
+                    }
+                }
+                drop(committed);
+                tracing::debug!(offsets = %describe(offsets), "kafka offsets committed")
+            }
             Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
                 if self.errors.allow() {

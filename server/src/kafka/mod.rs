@@ -9,7 +9,9 @@
 mod consumer;
 mod context;
 mod producer;
+mod recent;
 pub mod record;
+mod skipped;
 
 pub use producer::Unavailable;
 
@@ -23,7 +25,10 @@ use std::{
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Config, hub::Hub};
+use crate::{
+    config::Config,
+    hub::{Hub, Position},
+};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -33,6 +38,10 @@ pub struct Settings {
     /// How long a produce may take before the POST gives up with 503.
     pub timeout: Duration,
     pub session_timeout: Duration,
+    /// The longest a fetch waits at the broker for new records.
+    pub fetch_wait: Duration,
+    /// A partition read for the first time starts at the first record this recent.
+    pub history_ttl: Duration,
     pub max_message: usize,
 }
 
@@ -55,6 +64,8 @@ impl Settings {
             group,
             timeout: config.kafka_timeout,
             session_timeout: config.kafka_session_timeout,
+            fetch_wait: config.kafka_fetch_wait,
+            history_ttl: config.history_ttl,
             max_message: config.max_body,
         })
     }
@@ -138,23 +149,24 @@ impl Kafka {
         &self.shared.settings
     }
 
-    /// Produces a message for `user` and waits for Kafka's acknowledgement. Then waits briefly
-    /// for this instance's consumer to deliver it, to report how many local streams got it.
-    pub async fn publish(&self, user: &str, text: &str) -> Result<wire::Published, Unavailable> {
-        let position = self
-            .shared
+    /// Produces a message for `user` and waits for Kafka's acknowledgement: where Kafka
+    /// stored it.
+    pub async fn publish(&self, user: &str, text: &str) -> Result<Position, Unavailable> {
+        self.shared
             .producer
             .send(&self.shared.settings, user, text)
-            .await?;
-        let delivered = self.local_delivery(user, position).await.unwrap_or(0);
-        Ok(wire::Published {
-            id: position.to_string(),
-            delivered,
-        })
+            .await
     }
 
-    async fn local_delivery(&self, user: &str, position: crate::hub::Position) -> Option<usize> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    /// How many of this instance's streams the message at `position` was queued to, once its
+    /// consumer has read it back; `None` if that takes longer than `patience`.
+    pub async fn delivered_locally(
+        &self,
+        user: &str,
+        position: Position,
+        patience: Duration,
+    ) -> Option<usize> {
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
             let progressed = self.shared.progress.notified();
             tokio::pin!(progressed);

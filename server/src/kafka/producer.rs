@@ -28,6 +28,9 @@ impl Producer {
             .set("bootstrap.servers", &settings.brokers)
             .set("client.id", &settings.group)
             .set("acks", "all")
+            // A retried send must not become a second record with a second id.
+            .set("enable.idempotence", "true")
+            .set("socket.nagle.disable", "true")
             // Bounds the whole delivery, retries included, so a POST never waits longer.
             .set(
                 "message.timeout.ms",

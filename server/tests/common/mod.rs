@@ -1,6 +1,8 @@
 //! A real server on 127.0.0.1:0 and a real SSE client, for the integration tests.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use eventsource_stream::{Event, EventStream, Eventsource};
 use futures_util::{Stream, StreamExt};
 use std::{

@@ -1,0 +1,408 @@
+//! The hub in memory: resume, redelivery, eviction and lanes, without sockets or a broker.
+
+use super::*;
+use proptest::prelude::*;
+use std::task::{Context, Poll, Waker};
+
+fn hub(numbering: Numbering, history_len: usize, history_ttl: Duration) -> Hub {
+    Hub::new(HubConfig {
+        name: "test",
+        history_len,
+        history_ttl,
+        queue_len: 10_000,
+        max_streams_per_user: 64,
+        numbering,
+    })
+}
+
+fn v2() -> Hub {
+    hub(Numbering::Own, 100, Duration::from_secs(600))
+}
+
+fn v3() -> Hub {
+    hub(Numbering::Source, 100, Duration::from_secs(600))
+}
+
+fn at(seq: u64) -> Position {
+    Position::new(0, seq)
+}
+
+/// An event as a client sees it: `resync` or the id of a message, with its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Resync,
+    Message(String, String),
+}
+
+fn msg(id: impl ToString, data: &str) -> Seen {
+    Seen::Message(id.to_string(), data.to_owned())
+}
+
+fn parse(frames: &[u8]) -> Vec<Seen> {
+    let text = std::str::from_utf8(frames).unwrap();
+    text.split("\n\n")
+        .filter(|block| !block.is_empty())
+        .map(|block| {
+            let (mut id, mut event, mut data) = (None, None, Vec::new());
+            for line in block.lines() {
+                let (field, value) = line.split_once(": ").unwrap_or((line, ""));
+                match field {
+                    "id" => id = Some(value.to_owned()),
+                    "event" => event = Some(value.to_owned()),
+                    "data" => data.push(value),
+                    other => panic!("unexpected field {other:?} in {block:?}"),
+                }
+            }
+            match (event.as_deref(), id) {
+                (Some("resync"), None) => Seen::Resync,
+                (None, Some(id)) => Seen::Message(id, data.join("\n")),
+                other => panic!("unexpected event {other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// Everything a subscription has to send now: its replay, then what is queued.
+fn drain(sub: &mut Subscription) -> Vec<Seen> {
+    let mut bytes: Vec<u8> = sub.replay.drain(..).flat_map(|b| b.to_vec()).collect();
+    let mut cx = Context::from_waker(Waker::noop());
+    while let Poll::Ready(Next::Frames(b)) = sub.queue.poll_next(&mut cx) {
+        bytes.extend_from_slice(&b);
+    }
+    parse(&bytes)
+}
+
+fn subscribe(hub: &Hub, user: &str, last: Option<&str>) -> Subscription {
+    hub.subscribe(user, &LastSeen::parse(last), None).unwrap()
+}
+
+#[test]
+fn v2_resumes_after_a_known_id_and_resyncs_an_earlier_process() {
+    let hub = v2();
+    let ids: Vec<String> = (0..3)
+        .map(|i| hub.publish("u", &format!("m{i}")).position.to_string())
+        .collect();
+    let mut resumed = subscribe(&hub, "u", Some(&ids[0]));
+    assert_eq!(
+        drain(&mut resumed),
+        vec![msg(&ids[1], "m1"), msg(&ids[2], "m2")]
+    );
+    let mut earlier = subscribe(&hub, "u", Some("1-1"));
+    let seen = drain(&mut earlier);
+    assert_eq!(seen[0], Seen::Resync);
+    assert_eq!(seen.len(), 4);
+    let mut garbage = subscribe(&hub, "u", Some("not an id"));
+    assert_eq!(drain(&mut garbage)[0], Seen::Resync);
+}
+
+#[test]
+fn a_redelivered_position_reaches_no_stream_twice() {
+    let hub = v3();
+    hub.open_lane(0, 0);
+    let mut live = subscribe(&hub, "u", None);
+    assert!(hub.publish_at("u", "a", at(0)).fresh);
+    assert!(hub.publish_at("u", "b", at(1)).fresh);
+    let again = hub.publish_at("u", "a", at(0));
+    assert_eq!((again.fresh, again.delivered), (false, 0));
+    assert!(!hub.publish_at("u", "b", at(1)).fresh);
+    assert_eq!(drain(&mut live), vec![msg("0-0", "a"), msg("0-1", "b")]);
+    assert_eq!(hub.knows("u", at(0), "a"), Some(true));
+    assert_eq!(hub.knows("u", at(0), "other"), Some(false));
+    assert_eq!(hub.knows("u", at(7), "a"), None);
+}
+
+#[test]
+fn resume_from_an_instance_that_was_ahead_skips_what_the_client_has() {
+    let hub = v3();
+    hub.open_lane(0, 0);
+    for seq in 0..=5 {
+        hub.publish_at("u", &format!("m{seq}"), at(seq));
+    }
+    let mut ahead = subscribe(&hub, "u", Some("0-8"));
+    assert_eq!(drain(&mut ahead), vec![]);
+    for seq in 6..=9 {
+        hub.publish_at("u", &format!("m{seq}"), at(seq));
+    }
+    assert_eq!(drain(&mut ahead), vec![msg("0-9", "m9")]);
+}
+
+#[test]
+fn resume_on_a_lane_not_read_yet_is_decided_when_it_opens() {
+    // Opens where the client stopped: nothing missed, and what it had is not sent again.
+    let hub = v3();
+    let mut sub = subscribe(&hub, "u", Some("0-4"));
+    assert_eq!(drain(&mut sub), vec![]);
+    hub.open_lane(0, 3);
+    for seq in 3..=6 {
+        hub.publish_at("u", &format!("m{seq}"), at(seq));
+    }
+    assert_eq!(drain(&mut sub), vec![msg("0-5", "m5"), msg("0-6", "m6")]);
+
+    // Opens past it: 5..=9 were never read here, so the client is told.
+    let hub = v3();
+    let mut sub = subscribe(&hub, "u", Some("0-4"));
+    hub.open_lane(0, 10);
+    hub.publish_at("u", "m10", at(10));
+    assert_eq!(drain(&mut sub), vec![Seen::Resync, msg("0-10", "m10")]);
+
+    // A lane that opens on its first message counts from there too.
+    let hub = v3();
+    let mut sub = subscribe(&hub, "u", Some("0-4"));
+    hub.publish_at("u", "m7", at(7));
+    assert_eq!(drain(&mut sub), vec![Seen::Resync, msg("0-7", "m7")]);
+}
+
+#[test]
+fn resume_from_before_the_lane_start_resyncs() {
+    let hub = v3();
+    hub.open_lane(0, 100);
+    hub.publish_at("u", "m100", at(100));
+    let mut exact = subscribe(&hub, "u", Some("0-99"));
+    assert_eq!(drain(&mut exact), vec![msg("0-100", "m100")]);
+    let mut before = subscribe(&hub, "u", Some("0-50"));
+    assert_eq!(drain(&mut before), vec![Seen::Resync, msg("0-100", "m100")]);
+}
+
+#[test]
+fn a_read_that_jumps_ahead_leaves_a_gap_that_resyncs() {
+    let hub = v3();
+    hub.open_lane(0, 0);
+    for seq in 0..4 {
+        hub.publish_at("u", "x", at(seq));
+    }
+    // Re-read from inside what we have (a redelivery): no gap.
+    hub.open_lane(0, 2);
+    let mut inside = subscribe(&hub, "u", Some("0-1"));
+    assert_eq!(drain(&mut inside).len(), 2);
+    // Re-read from further on: 4..=9 never came here.
+    hub.open_lane(0, 10);
+    hub.publish_at("other", "y", at(10));
+    let mut sub = subscribe(&hub, "u", Some("0-3"));
+    assert_eq!(drain(&mut sub), vec![Seen::Resync]);
+}
+
+#[test]
+fn eviction_by_length_and_by_age_resyncs() {
+    let hub = hub(Numbering::Source, 2, Duration::from_secs(600));
+    hub.open_lane(0, 0);
+    for seq in 0..5 {
+        hub.publish_at("u", &format!("m{seq}"), at(seq));
+    }
+    let mut sub = subscribe(&hub, "u", Some("0-1"));
+    assert_eq!(
+        drain(&mut sub),
+        vec![Seen::Resync, msg("0-3", "m3"), msg("0-4", "m4")]
+    );
+    let mut kept = subscribe(&hub, "u", Some("0-3"));
+    assert_eq!(drain(&mut kept), vec![msg("0-4", "m4")]);
+
+    // A zero TTL keeps nothing: every resume from a real id misses something.
+    let hub = hub_with_ttl_zero();
+    let first = hub.publish("u", "gone").position.to_string();
+    hub.publish("u", "gone too");
+    let mut sub = subscribe(&hub, "u", Some(&first));
+    assert_eq!(drain(&mut sub), vec![Seen::Resync]);
+    hub.sweep();
+    assert_eq!(hub.stats().history, 0);
+}
+
+fn hub_with_ttl_zero() -> Hub {
+    hub(Numbering::Own, 100, Duration::ZERO)
+}
+
+#[test]
+fn a_user_entry_created_after_its_lane_moved_on_cannot_vouch_for_before() {
+    let hub = v3();
+    hub.open_lane(0, 0);
+    for seq in 0..6 {
+        hub.publish_at("a", "for a", at(seq));
+    }
+    // b had no entry; records for b may have come and gone with it.
+    let mut b = subscribe(&hub, "b", Some("0-2"));
+    assert_eq!(drain(&mut b), vec![Seen::Resync]);
+    // Up to date with the high water: nothing missing.
+    let mut b2 = subscribe(&hub, "b", Some("0-5"));
+    assert_eq!(drain(&mut b2), vec![]);
+    // A redelivery of an old position to a user created late is not news.
+    assert!(!hub.publish_at("c", "old", at(3)).fresh);
+}
+
+#[test]
+fn a_recreated_lane_starts_over() {
+    let hub = v3();
+    hub.open_lane(0, 0);
+    for seq in 0..3 {
+        hub.publish_at("u", &format!("old{seq}"), at(seq));
+    }
+    let mut live = subscribe(&hub, "u", Some("0-2"));
+    hub.reset_lane(0);
+    hub.open_lane(0, 0);
+    // The same positions now carry new messages, and the live stream gets them.
+    hub.publish_at("u", "new0", at(0));
+    assert_eq!(drain(&mut live), vec![msg("0-0", "new0")]);
+    assert_eq!(hub.knows("u", at(1), "old1"), None);
+    // A client resuming from the old numbering is past the new log: it waits for records,
+    // it is not told of a gap that is not there.
+    let mut old = subscribe(&hub, "u", Some("0-0"));
+    assert_eq!(drain(&mut old), vec![]);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Publish to user `u`; for a source hub, `redeliver` re-publishes an earlier position.
+    Publish {
+        user: u8,
+        redeliver: Option<prop::sample::Index>,
+    },
+    /// Open a stream for user `u`, resuming from one of their ids (or none).
+    Subscribe {
+        user: u8,
+        from: Option<prop::sample::Index>,
+    },
+    /// Close one of the open streams.
+    Drop(prop::sample::Index),
+    /// Expire history (a no-op with a long TTL) and forget idle users.
+    Sweep,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..3u8, prop::option::weighted(0.2, any::<prop::sample::Index>()))
+            .prop_map(|(user, redeliver)| Op::Publish { user, redeliver }),
+        2 => (0..3u8, prop::option::of(any::<prop::sample::Index>()))
+            .prop_map(|(user, from)| Op::Subscribe { user, from }),
+        1 => any::<prop::sample::Index>().prop_map(Op::Drop),
+        1 => Just(Op::Sweep),
+    ]
+}
+
+struct Open {
+    sub: Subscription,
+    user: u8,
+    /// The ids the client should get, in order, if nothing was missed.
+    expected: Vec<String>,
+    seen: Vec<Seen>,
+}
+
+/// Runs `ops` and checks every stream: each message at most once and in order; and unless
+/// the stream was told `resync`, exactly the user's messages after its last id.
+fn check(numbering: Numbering, history_len: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+    let hub = hub(numbering, history_len, Duration::from_secs(600));
+    if numbering == Numbering::Source {
+        hub.open_lane(0, 0);
+    }
+    let mut published: Vec<(u8, String, String)> = Vec::new();
+    let mut open: Vec<Open> = Vec::new();
+    let mut closed: Vec<Open> = Vec::new();
+    for (n, op) in ops.iter().enumerate() {
+        match op {
+            Op::Publish { user, redeliver } => {
+                let name = format!("u{user}");
+                let (id, text, fresh) = match (numbering, redeliver) {
+                    (Numbering::Source, Some(i)) if !published.is_empty() => {
+                        let (u, id, text) = published[i.index(published.len())].clone();
+                        let d = hub.publish_at(&format!("u{u}"), &text, id.parse().unwrap());
+                        prop_assert!(!d.fresh, "redelivery of {id} taken as new");
+                        (id, text, false)
+                    }
+                    (Numbering::Source, _) => {
+                        let text = format!("m{n}");
+                        let d = hub.publish_at(&name, &text, at(published.len() as u64));
+                        (d.position.to_string(), text, d.fresh)
+                    }
+                    (Numbering::Own, _) => {
+                        let text = format!("m{n}");
+                        let d = hub.publish(&name, &text);
+                        (d.position.to_string(), text, d.fresh)
+                    }
+                };
+                if fresh {
+                    published.push((*user, id.clone(), text));
+                    for o in open.iter_mut().filter(|o| o.user == *user) {
+                        o.expected.push(id.clone());
+                    }
+                }
+            }
+            Op::Subscribe { user, from } => {
+                let mine: Vec<&String> = published
+                    .iter()
+                    .filter(|(u, ..)| u == user)
+                    .map(|(_, id, _)| id)
+                    .collect();
+                let last = from
+                    .filter(|_| !mine.is_empty())
+                    .map(|i| mine[i.index(mine.len())].clone());
+                let expected = match &last {
+                    Some(l) => {
+                        let i = mine.iter().position(|id| *id == l).unwrap();
+                        mine[i + 1..].iter().map(|s| (*s).clone()).collect()
+                    }
+                    None => Vec::new(),
+                };
+                let sub = subscribe(&hub, &format!("u{user}"), last.as_deref());
+                open.push(Open {
+                    sub,
+                    user: *user,
+                    expected,
+                    seen: Vec::new(),
+                });
+            }
+            Op::Drop(i) if !open.is_empty() => {
+                let mut o = open.swap_remove(i.index(open.len()));
+                o.seen.extend(drain(&mut o.sub));
+                closed.push(o);
+            }
+            Op::Drop(_) => {}
+            Op::Sweep => hub.sweep(),
+        }
+        for o in &mut open {
+            o.seen.extend(drain(&mut o.sub));
+        }
+    }
+    for o in open.iter().chain(&closed) {
+        let ids: Vec<&String> = o
+            .seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Message(id, _) => Some(id),
+                Seen::Resync => None,
+            })
+            .collect();
+        let order: Vec<Position> = ids.iter().map(|id| id.parse().unwrap()).collect();
+        prop_assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "out of order or twice: {ids:?}"
+        );
+        for id in &ids {
+            prop_assert!(
+                published.iter().any(|(u, p, _)| *u == o.user && p == *id),
+                "{id} is not user {}'s",
+                o.user
+            );
+        }
+        if !o.seen.contains(&Seen::Resync) {
+            prop_assert_eq!(ids, o.expected.iter().collect::<Vec<_>>());
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn own_numbering_never_duplicates_and_says_when_it_misses(
+        ops in prop::collection::vec(op(), 1..60),
+        history_len in 1usize..6,
+    ) {
+        check(Numbering::Own, history_len, &ops)?;
+    }
+
+    #[test]
+    fn source_numbering_never_duplicates_and_says_when_it_misses(
+        ops in prop::collection::vec(op(), 1..60),
+        history_len in 1usize..6,
+    ) {
+        check(Numbering::Source, history_len, &ops)?;
+    }
+}
