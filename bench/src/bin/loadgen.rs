@@ -91,6 +91,9 @@ struct Args {
     /// kafka: users (one /v3/sse stream each) [10000; quick 1000].
     #[arg(long)]
     kafka_users: Option<usize>,
+    /// kafka: messages timed one at a time for latency [200; quick 50].
+    #[arg(long)]
+    kafka_latency_samples: Option<usize>,
     /// kafka: the topic ssepush consumes.
     #[arg(long, default_value = "v3_messages")]
     kafka_topic: String,
@@ -205,6 +208,7 @@ async fn main() -> Result<()> {
             payload: args.payload,
             concurrency: args.open_concurrency,
             topic: args.kafka_topic.clone(),
+            latency_samples: args.size(args.kafka_latency_samples, 200, 50),
         };
         sizes.push(format!(
             "kafka {} records, {} users",

@@ -6,8 +6,12 @@
 //! (tansu) and the server start, the streams open, a probe record proves the consumer is live,
 //! then the server is paused (SIGSTOP), the records are produced, and the server is resumed
 //! (SIGCONT) in front of the whole backlog. The clock and the CPU readings start at the resume.
+//!
+//! Then latency, one message at a time on an otherwise idle topic: from producing a record to
+//! its event on a stream, and from sending a `POST /v3/message` to its answer.
 
-use super::{now_us, open_stream, parse_body, progress, wait_for_count};
+use super::{now_us, open_stream, parse_body, percentile, progress, wait_for_count};
+use crate::http::{Publisher, SseStream};
 use crate::procstat::{Binaries, CpuMark, Kind, Server, Spawned, free_port, log_tail};
 use crate::sse::Item;
 use crate::table::Row;
@@ -38,6 +42,8 @@ pub struct Config {
     pub concurrency: usize,
     /// The topic ssepush consumes.
     pub topic: String,
+    /// Messages timed one at a time, for each of the two latencies.
+    pub latency_samples: usize,
 }
 
 /// What the kafka run measured.
@@ -53,6 +59,19 @@ pub struct Outcome {
     /// Kernel share of the server's CPU, in percent.
     pub sys_pct: f64,
     pub broker_cpu_us_per_msg: f64,
+    pub latency: Latency,
+}
+
+/// Milliseconds, one message at a time.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    pub samples: usize,
+    /// From handing a record to the producer to its event on a stream.
+    pub produce_to_stream_p50: f64,
+    pub produce_to_stream_p99: f64,
+    /// From sending `POST /v3/message` to its answer.
+    pub post_p50: f64,
+    pub post_p99: f64,
 }
 
 /// Why the scenario did not run.
@@ -328,6 +347,7 @@ async fn run_with(bins: &Binaries, cfg: &Config, tansu: &Path) -> Result<Outcome
     let broker_used = broker_cpu.since(broker.process.pid)?;
     token.cancel();
     while receivers.join_next().await.is_some() {}
+    let latency = latency(addr, broker.addr, &cfg.topic, cfg.latency_samples).await?;
     server.stop().await;
     broker.process.stop().await;
 
@@ -351,12 +371,96 @@ async fn run_with(bins: &Binaries, cfg: &Config, tansu: &Path) -> Result<Outcome
         cpu_us_per_msg: server_used.total_us() as f64 / delivered.max(1) as f64,
         sys_pct: server_used.sys_pct(),
         broker_cpu_us_per_msg: broker_used.total_us() as f64 / delivered.max(1) as f64,
+        latency,
     };
     progress(format!(
         "kafka: {delivered}/{} delivered at {:.0}/s, {:.2} us CPU/msg",
         cfg.records, outcome.per_sec, outcome.cpu_us_per_msg
     ));
     Ok(outcome)
+}
+
+/// Times `samples` records from producer to stream, then `samples` POSTs to their answers,
+/// one at a time, each also awaited on the stream.
+async fn latency(
+    server: SocketAddr,
+    broker: SocketAddr,
+    topic: &str,
+    samples: usize,
+) -> Result<Latency> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.to_string())
+        .set("linger.ms", "0")
+        .set("socket.nagle.disable", "true")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .context("create producer")?;
+    let mut stream = open_stream(
+        server,
+        "/v3/sse?username=latency",
+        Kind::Ssepush,
+        65536,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let mut publisher = Publisher::new(server);
+    let (mut produced, mut posted) = (Vec::new(), Vec::new());
+    for i in 0..samples {
+        let sent = Instant::now();
+        let value = format!("latency:produced {i}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to(topic).payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+        await_event(&mut stream, &format!("produced {i}")).await?;
+        produced.push(sent.elapsed().as_micros() as u32);
+
+        let sent = Instant::now();
+        let text = format!("posted {i}");
+        let (status, body) = publisher
+            .post("/v3/message?username=latency", text.as_bytes())
+            .await?;
+        posted.push(sent.elapsed().as_micros() as u32);
+        ensure!(
+            status == 200,
+            "v3 POST answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        await_event(&mut stream, &text).await?;
+    }
+    produced.sort_unstable();
+    posted.sort_unstable();
+    let ms = |v: &[u32], q| percentile(v, q).unwrap_or(f64::NAN) / 1000.0;
+    let latency = Latency {
+        samples,
+        produce_to_stream_p50: ms(&produced, 0.5),
+        produce_to_stream_p99: ms(&produced, 0.99),
+        post_p50: ms(&posted, 0.5),
+        post_p99: ms(&posted, 0.99),
+    };
+    progress(format!("kafka: latency {latency:?}"));
+    Ok(latency)
+}
+
+/// Reads the stream until an event with `data` arrives (10 s at most).
+async fn await_event(stream: &mut SseStream, data: &str) -> Result<()> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut found = false;
+        while !found {
+            let open = stream
+                .read_items(&mut |item| {
+                    found |= matches!(&item, Item::Event(e) if e.data == data);
+                })
+                .await?;
+            ensure!(open || found, "stream ended before {data:?}");
+        }
+        Ok(())
+    })
+    .await
+    .with_context(|| format!("no event {data:?} within 10 s"))?
 }
 
 /// Rows for kafka; the baseline column is n/a.
@@ -411,6 +515,31 @@ pub fn rows(ours: &Result<Outcome, Skip>) -> Vec<Row> {
                 "0",
                 Some(o.duplicated == 0),
             ),
+            Row::target(
+                S,
+                "produce to stream p50 (ms)",
+                Some(o.latency.produce_to_stream_p50),
+                None,
+                "< 20",
+                Some(o.latency.produce_to_stream_p50 < 20.0),
+            ),
+            Row::target(
+                S,
+                "produce to stream p99 (ms)",
+                Some(o.latency.produce_to_stream_p99),
+                None,
+                "< 100",
+                Some(o.latency.produce_to_stream_p99 < 100.0),
+            ),
+            Row::target(
+                S,
+                "v3 POST answer p50 (ms)",
+                Some(o.latency.post_p50),
+                None,
+                "< 20",
+                Some(o.latency.post_p50 < 20.0),
+            ),
+            Row::info(S, "v3 POST answer p99 (ms)", Some(o.latency.post_p99), None),
         ],
     }
 }
@@ -419,13 +548,10 @@ pub fn rows(ours: &Result<Outcome, Skip>) -> Vec<Row> {
 mod tests {
     use super::*;
 
-    /// The broker recipe and the backlog producer work against a real tansu (skipped without).
+    /// The broker recipe and the backlog producer work against a real tansu.
     #[tokio::test]
     async fn tansu_takes_a_backlog() {
-        let Some(tansu) = find_tansu() else {
-            eprintln!("tansu not on PATH: skipped");
-            return;
-        };
+        let tansu = find_tansu().expect("tansu on PATH (scripts/install-deps.sh installs it)");
         let log_dir = std::env::temp_dir().join("bench-kafka-test");
         let broker = Broker::start(&tansu, &log_dir, "t").await.unwrap();
         let producer: FutureProducer = ClientConfig::new()
