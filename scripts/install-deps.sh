@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 TRUNK_VERSION=0.21.14
 TANSU_VERSION=${TANSU_VERSION:-}
 BINARYEN_VERSION=132.0.0
+KAFKA_PYTHON_VERSION=3.0.12
 # The CLI must match the wasm-bindgen crate the frontend links against.
 WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
 TOOLS_DIR=${TOOLS_DIR:-$HOME/.cache/ssepush-tools}
@@ -93,6 +94,14 @@ else
   # A Kafka-protocol broker for the tests; dynostore gives it the memory storage engine.
   log "cargo install tansu (15-20 min)"
   cargo install tansu ${TANSU_VERSION:+--version "$TANSU_VERSION"} --locked --features dynostore
+fi
+
+# A second Kafka client for the tests, pure Python, which batches records its own way.
+if python3 -c 'import kafka' >/dev/null 2>&1; then
+  log "kafka-python present"
+else
+  log "pip install kafka-python"
+  python3 -m pip install --quiet --disable-pip-version-check "kafka-python==$KAFKA_PYTHON_VERSION"
 fi
 
 # Trunk.toml sets `offline = true`, so every crate (wasm32 ones included) must be local first.
