@@ -26,6 +26,9 @@ async fn bad_usernames_are_400() {
             (&*"a".repeat(65), "longer than 64"),
             ("a\u{1}b", "control"),
             ("a:b", "':'"),
+            ("a\u{202E}b", "invisible or formatting character (U+202E)"),
+            ("a\u{200B}b", "invisible or formatting character (U+200B)"),
+            ("a\u{A0}b", "invisible or formatting character (U+00A0)"),
         ];
         for (name, reason) in cases {
             let response = client()
