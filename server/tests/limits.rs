@@ -41,6 +41,23 @@ async fn bad_usernames_are_400() {
         }
     }
     expect(server.post("v2", "a:b", "hi").await, 400, "':'").await;
+    // Invalid UTF-8 is refused, not decoded to U+FFFD (which made %FF and %FE one user).
+    for (version, method, query, key) in [
+        ("v1", "GET", "username=%FF", "username"),
+        ("v2", "GET", "username=%FE", "username"),
+        ("v3", "GET", "username=demo&lastEventId=%C3", "lastEventId"),
+        ("v2", "POST", "username=%FF", "username"),
+    ] {
+        let path = if method == "GET" { "sse" } else { "message" };
+        let url = server.url(&format!("/{version}/{path}?{query}"));
+        let request = if method == "GET" {
+            client().get(&url)
+        } else {
+            client().post(&url).body("hi")
+        };
+        let reason = format!("query parameter `{key}` is not valid UTF-8");
+        expect(request.send().await.unwrap(), 400, &reason).await;
+    }
     let response = client()
         .get(server.url("/v2/sse?username=%ZZ&username=x"))
         .send()

@@ -5,6 +5,8 @@ use axum::{
     http::{HeaderMap, header, request::Parts},
 };
 use http_body_util::BodyExt;
+use percent_encoding::percent_decode_str;
+use std::{borrow::Cow, str::Utf8Error};
 
 use crate::{error::AppError, hub::LastSeen};
 
@@ -20,15 +22,25 @@ pub struct StreamQuery {
 }
 
 impl StreamQuery {
+    /// Splits and decodes the query as `application/x-www-form-urlencoded`, like
+    /// `form_urlencoded::parse`, except that a recognised key whose value does not decode to
+    /// UTF-8 is refused: lossy decoding would turn `%FF` and `%FE` alike into U+FFFD, so two
+    /// different names would reach the same user.
     pub fn parse(query: &str) -> Result<Self, AppError> {
         let mut q = Self::default();
-        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            // A key that is not UTF-8 is not one of ours.
+            let Ok(key) = form_decode(key) else { continue };
             let slot = match &*key {
                 "username" => &mut q.username,
                 "lastEventId" => &mut q.last_event_id,
                 "wait" => &mut q.wait,
                 _ => continue,
             };
+            let value = form_decode(value).map_err(|_| {
+                AppError::BadRequest(format!("query parameter `{key}` is not valid UTF-8"))
+            })?;
             if slot.replace(value.into_owned()).is_some() {
                 return Err(AppError::BadRequest(format!(
                     "query parameter `{key}` is given more than once"
@@ -70,6 +82,19 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamQuery {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
         Self::parse(parts.uri.query().unwrap_or_default())
+    }
+}
+
+/// Decodes one name or value of a form-encoded query: `+` is a space, `%XX` a byte, anything
+/// else (a `%` without two hex digits too) stands for itself. Fails if the bytes are not UTF-8.
+/// Borrows when there is nothing to decode, as in most queries.
+fn form_decode(raw: &str) -> Result<Cow<'_, str>, Utf8Error> {
+    if raw.contains('+') {
+        let spaced = raw.replace('+', " ");
+        let decoded = percent_decode_str(&spaced).decode_utf8()?;
+        Ok(Cow::Owned(decoded.into_owned()))
+    } else {
+        percent_decode_str(raw).decode_utf8()
     }
 }
 
@@ -122,6 +147,52 @@ mod tests {
                 .unwrap()
                 .wait_delivered()
                 .is_err()
+        );
+    }
+
+    fn reason(query: &str) -> String {
+        StreamQuery::parse(query).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn decoding_matches_form_urlencoded() {
+        let q = StreamQuery::parse("&&username=a+b%2Bc%3d%&lastEventId=%30-%3&=x&k").unwrap();
+        assert_eq!(q.username.as_deref(), Some("a b+c=%"));
+        assert_eq!(q.last_event_id.as_deref(), Some("0-%3"));
+        // Encoded keys are still recognised; a key without `=` has an empty value.
+        let q = StreamQuery::parse("user%6Eame=%F0%9F%A6%80&lastEventId").unwrap();
+        assert_eq!(q.username.as_deref(), Some("🦀"));
+        assert_eq!(q.last_event_id.as_deref(), Some(""));
+        // A literal U+FFFD is valid UTF-8 and passes through unchanged.
+        let q = StreamQuery::parse("username=%EF%BF%BD").unwrap();
+        assert_eq!(q.username.as_deref(), Some("\u{fffd}"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_not_replaced() {
+        for query in [
+            "username=%FF",
+            "username=%FE",
+            "username=a%C3",
+            "username=%ED%A0%80",
+        ] {
+            assert_eq!(
+                reason(query),
+                "query parameter `username` is not valid UTF-8",
+                "{query}"
+            );
+        }
+        assert_eq!(
+            reason("username=demo&lastEventId=0-1%FF"),
+            "query parameter `lastEventId` is not valid UTF-8"
+        );
+        // Keys and values the server does not read are not checked.
+        let q = StreamQuery::parse("x=%FF&%FF=1&username=demo").unwrap();
+        assert_eq!(q.username().unwrap(), "demo");
+        // The duplicate check still applies.
+        assert_eq!(
+            reason("username=a&user%6Eame=a"),
+            "query parameter `username` is given more than once"
         );
     }
 }
