@@ -106,3 +106,35 @@ async fn missing_web_ui_answers_without_the_path() {
     }
     server.stop().await;
 }
+
+/// With Kafka down, `/readyz` and a v3 POST say so without the broker's address or
+/// librdkafka's error text; those go to the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_failures_are_reported_without_details() {
+    let brokers = "127.0.0.1:1";
+    let server = spawn(&["--kafka-brokers", brokers, "--kafka-timeout", "500ms"]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let readiness = loop {
+        let response = client().get(server.url("/readyz")).send().await.unwrap();
+        assert_eq!(response.status(), 503);
+        let body: wire::Readiness = response.json().await.unwrap();
+        assert!(!body.ready);
+        if body.reason != "kafka: connecting" {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(readiness.reason, "kafka: unreachable");
+
+    let response = server.post("v3", "demo", "nobody home").await;
+    assert_eq!(response.status(), 503);
+    let reason = response.text().await.unwrap();
+    assert!(
+        reason == "kafka is unavailable\n"
+            || reason == "kafka is unavailable: no acknowledgement in time\n",
+        "{reason:?}"
+    );
+    assert!(!reason.contains(brokers), "{reason:?}");
+    server.stop().await;
+}

@@ -135,7 +135,8 @@ pub struct Published {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readiness {
     pub ready: bool,
-    /// Why the server is (not) ready, e.g. "kafka connected" or "kafka unreachable: ...".
+    /// Why the server is (not) ready, e.g. "kafka connected; ..." or "kafka: unreachable". Short
+    /// and generic: it is public, so broker addresses and error details go to the log only.
     pub reason: String,
 }
 

@@ -92,7 +92,10 @@ struct Shared {
 #[derive(Debug, Clone)]
 struct Status {
     connected: bool,
+    /// What `/readyz` says: short, without broker addresses or librdkafka's text.
     reason: String,
+    /// What the log says; compared to log only changes.
+    detail: String,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -126,6 +129,7 @@ impl Kafka {
                 status: Mutex::new(Status {
                     connected: false,
                     reason: "kafka: connecting".into(),
+                    detail: String::new(),
                 }),
                 progress: Notify::new(),
                 records: AtomicU64::new(0),
@@ -201,16 +205,24 @@ impl Kafka {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let (connected, reason) = self.shared.producer.probe(&self.shared.settings).await;
+            let producer::Probe {
+                connected,
+                reason,
+                detail,
+            } = self.shared.producer.probe(&self.shared.settings).await;
             let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
-            if status.connected != connected || (!connected && status.reason != reason) {
+            if status.connected != connected || (!connected && status.detail != detail) {
                 if connected {
-                    tracing::info!(%reason, "kafka is ready");
+                    tracing::info!(reason = %detail, "kafka is ready");
                 } else {
-                    tracing::warn!(%reason, "kafka is not ready; retrying every 2 s");
+                    tracing::warn!(reason = %detail, "kafka is not ready; retrying every 2 s");
                 }
             }
-            *status = Status { connected, reason };
+            *status = Status {
+                connected,
+                reason,
+                detail,
+            };
         }
     }
 }

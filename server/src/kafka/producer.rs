@@ -2,24 +2,48 @@
 
 use rdkafka::{
     ClientConfig,
+    error::KafkaError,
     producer::{FutureProducer, FutureRecord, Producer as _},
+    types::RDKafkaErrorCode,
     util::Timeout,
 };
 use std::{sync::Arc, time::Duration};
 
-use super::{Settings, context::Context, record};
+use super::{
+    Settings,
+    context::{Context, Throttle},
+    record,
+};
 use crate::hub::Position;
 
-/// Kafka could not take a message in time.
+/// Kafka could not take a message in time. Its text is the client's 503 reason, so it says
+/// only what kind of failure it was: librdkafka's own text names brokers and internals, and
+/// goes to the log instead.
 #[derive(Debug, thiserror::Error)]
-#[error("kafka is unavailable: {0}")]
-pub struct Unavailable(pub String);
+pub enum Unavailable {
+    #[error("kafka is unavailable: no acknowledgement in time")]
+    Timeout,
+    #[error("kafka is unavailable")]
+    Failed,
+}
+
+/// What `/readyz` reports, and what the log gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub connected: bool,
+    /// For anyone who asks: no broker addresses, no librdkafka text.
+    pub reason: String,
+    /// For the log.
+    pub detail: String,
+}
 
 /// How long past `--kafka-timeout` a POST waits for librdkafka's own verdict.
 const REPORT_MARGIN: Duration = Duration::from_secs(2);
 
 pub struct Producer {
     inner: Arc<FutureProducer<Context>>,
+    /// Failed sends log their details at most once per period; each 503 is logged anyway.
+    send_errors: Throttle,
 }
 
 impl Producer {
@@ -41,6 +65,7 @@ impl Producer {
             .create_with_context(Context::new("producer"))?;
         Ok(Self {
             inner: Arc::new(inner),
+            send_errors: Throttle::new(Duration::from_secs(10)),
         })
     }
 
@@ -60,21 +85,34 @@ impl Producer {
         // broker is back. Its timeouts are checked once a second, hence the margin.
         match tokio::time::timeout(settings.timeout + REPORT_MARGIN, send).await {
             Ok(Ok(d)) => Ok(Position::new(d.partition as u64, d.offset as u64)),
-            Ok(Err((e, _))) => Err(super::Unavailable(e.to_string())),
+            Ok(Err((e, _))) => {
+                if self.send_errors.allow() {
+                    tracing::warn!(
+                        error = %e,
+                        brokers = %settings.brokers,
+                        topic = %settings.topic,
+                        "kafka produce failed (repeats are muted for 10 s)"
+                    );
+                }
+                Err(match e {
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
+                        Unavailable::Timeout
+                    }
+                    _ => Unavailable::Failed,
+                })
+            }
             Err(_) => {
                 tracing::warn!(
+                    timeout = ?settings.timeout,
                     "librdkafka gave no delivery report in time; the message may still be produced"
                 );
-                Err(super::Unavailable(format!(
-                    "no acknowledgement within {:?}",
-                    settings.timeout
-                )))
+                Err(Unavailable::Timeout)
             }
         }
     }
 
-    /// (connected, reason): does the broker answer, and does it have the topic?
-    pub async fn probe(&self, settings: &Settings) -> (bool, String) {
+    /// Does the broker answer, and does it have the topic?
+    pub async fn probe(&self, settings: &Settings) -> Probe {
         let producer = self.inner.clone();
         let topic = settings.topic.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -84,25 +122,40 @@ impl Producer {
         })
         .await;
         let topic = &settings.topic;
-        match result {
+        let (connected, reason, detail) = match result {
             Ok(Ok(metadata)) => match metadata.topics().iter().find(|t| t.name() == topic) {
-                Some(t) if t.error().is_none() && !t.partitions().is_empty() => (
-                    true,
-                    format!(
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    let reason = format!(
                         "kafka connected; topic {topic} has {} partition(s)",
                         t.partitions().len()
-                    ),
-                ),
-                _ => (
+                    );
+                    (true, reason.clone(), reason)
+                }
+                t => (
                     false,
-                    format!("kafka connected but topic {topic} does not exist"),
+                    format!("kafka: topic {topic} does not exist"),
+                    format!(
+                        "kafka at {} has no topic {topic} (error: {:?})",
+                        settings.brokers,
+                        t.and_then(|t| t.error())
+                    ),
                 ),
             },
             Ok(Err(e)) => (
                 false,
+                "kafka: unreachable".to_owned(),
                 format!("kafka unreachable at {}: {e}", settings.brokers),
             ),
-            Err(e) => (false, format!("kafka probe failed: {e}")),
+            Err(e) => (
+                false,
+                "kafka: probe failed".to_owned(),
+                format!("kafka probe failed: {e}"),
+            ),
+        };
+        Probe {
+            connected,
+            reason,
+            detail,
         }
     }
 }
