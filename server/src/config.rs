@@ -1,6 +1,6 @@
 //! Runtime configuration: every port, interval, limit and path is a flag with an env fallback.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, error::ErrorKind};
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
@@ -100,26 +100,93 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
 impl Config {
     /// The defaults, as `ssepush` with no flags and no env would run.
     pub fn defaults() -> Self {
         Self::parse_from(["ssepush"])
     }
 
-    /// Parses a full argument list (program name first), with env fallbacks.
+    /// Parses the process's arguments, with env fallbacks. Like any usage error, a value out of
+    /// range prints the reason and exits with status 2.
+    pub fn from_command_line() -> Self {
+        let config = Self::parse();
+        if let Err(reason) = config.validate() {
+            Self::command()
+                .error(ErrorKind::ValueValidation, reason)
+                .exit();
+        }
+        config
+    }
+
+    /// Parses a full argument list (program name first), with env fallbacks, and checks the
+    /// values are in range.
     pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Self::try_parse_from(args)
+        let config = Self::try_parse_from(args)?;
+        config
+            .validate()
+            .map_err(|reason| Self::command().error(ErrorKind::ValueValidation, reason))?;
+        Ok(config)
+    }
+
+    /// Refuses values the server cannot run with: a zero keep-alive or v1 interval makes every
+    /// stream send in a tight loop, a zero queue, history or stream limit refuses everything.
+    /// The reason names the flag (whether the value came from it or from its env variable).
+    pub fn validate(&self) -> Result<(), String> {
+        let ms = Duration::from_millis;
+        let durations = [
+            ("--keep-alive", self.keep_alive, ms(100), Some(DAY)),
+            ("--v1-interval", self.v1_interval, ms(100), Some(DAY)),
+            ("--retry", self.retry, ms(1), Some(DAY)),
+            ("--history-ttl", self.history_ttl, ms(100), None),
+            ("--kafka-timeout", self.kafka_timeout, ms(100), None),
+            (
+                "--kafka-session-timeout",
+                self.kafka_session_timeout,
+                ms(1000),
+                None,
+            ),
+        ];
+        let show = humantime::format_duration;
+        for (flag, value, min, max) in durations {
+            if value < min {
+                return Err(format!(
+                    "{flag} must be at least {} (got {})",
+                    show(min),
+                    show(value)
+                ));
+            }
+            if let Some(max) = max.filter(|&max| value > max) {
+                return Err(format!(
+                    "{flag} must be at most {} (got {})",
+                    show(max),
+                    show(value)
+                ));
+            }
+        }
+        let counts = [
+            ("--backlog", self.backlog as usize),
+            ("--history-len", self.history_len),
+            ("--queue-len", self.queue_len),
+            ("--max-body", self.max_body),
+            ("--max-streams-per-user", self.max_streams_per_user),
+            ("--max-streams", self.max_streams),
+        ];
+        if let Some((flag, value)) = counts.into_iter().find(|&(_, value)| value < 1) {
+            return Err(format!("{flag} must be at least 1 (got {value})"));
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_consistent() {
@@ -132,5 +199,123 @@ mod tests {
             .unwrap();
         assert_eq!(c.keep_alive, Duration::from_millis(250));
         assert_eq!(c.history_ttl, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::defaults().validate(), Ok(()));
+        assert!(Config::from_args(["ssepush"]).is_ok());
+    }
+
+    fn refusal(args: &[&str]) -> String {
+        let argv = std::iter::once("ssepush").chain(args.iter().copied());
+        let config = Config::try_parse_from(argv).unwrap();
+        config.validate().unwrap_err()
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_by_name() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--keep-alive", "0s"],
+                "--keep-alive must be at least 100ms (got 0s)",
+            ),
+            (
+                &["--keep-alive", "99ms"],
+                "--keep-alive must be at least 100ms (got 99ms)",
+            ),
+            (
+                &["--keep-alive", "2days"],
+                "--keep-alive must be at most 1day (got 2days)",
+            ),
+            (
+                &["--v1-interval", "0s"],
+                "--v1-interval must be at least 100ms (got 0s)",
+            ),
+            (
+                &["--v1-interval", "25h"],
+                "--v1-interval must be at most 1day (got 1day 1h)",
+            ),
+            (&["--retry", "0s"], "--retry must be at least 1ms (got 0s)"),
+            (
+                &["--retry", "1day 1s"],
+                "--retry must be at most 1day (got 1day 1s)",
+            ),
+            (
+                &["--history-ttl", "0s"],
+                "--history-ttl must be at least 100ms (got 0s)",
+            ),
+            (
+                &["--kafka-timeout", "10ms"],
+                "--kafka-timeout must be at least 100ms (got 10ms)",
+            ),
+            (
+                &["--kafka-session-timeout", "999ms"],
+                "--kafka-session-timeout must be at least 1s (got 999ms)",
+            ),
+            (&["--backlog", "0"], "--backlog must be at least 1 (got 0)"),
+            (
+                &["--history-len", "0"],
+                "--history-len must be at least 1 (got 0)",
+            ),
+            (
+                &["--queue-len", "0"],
+                "--queue-len must be at least 1 (got 0)",
+            ),
+            (
+                &["--max-body", "0"],
+                "--max-body must be at least 1 (got 0)",
+            ),
+            (
+                &["--max-streams-per-user", "0"],
+                "--max-streams-per-user must be at least 1 (got 0)",
+            ),
+            (
+                &["--max-streams", "0"],
+                "--max-streams must be at least 1 (got 0)",
+            ),
+        ];
+        for (args, reason) in cases {
+            assert_eq!(refusal(args), *reason, "{args:?}");
+            // `from_args`, which the tests' servers use, refuses them too.
+            let argv = std::iter::once("ssepush").chain(args.iter().copied());
+            let error = Config::from_args(argv).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::ValueValidation);
+            assert!(error.to_string().contains(reason), "{error}");
+        }
+    }
+
+    #[test]
+    fn bounds_themselves_are_accepted() {
+        let args = [
+            "ssepush",
+            "--keep-alive",
+            "100ms",
+            "--v1-interval",
+            "1day",
+            "--retry",
+            "1ms",
+            "--history-ttl",
+            "100ms",
+            "--kafka-timeout",
+            "100ms",
+            "--kafka-session-timeout",
+            "1s",
+            "--shutdown-grace",
+            "0s",
+            "--backlog",
+            "1",
+            "--history-len",
+            "1",
+            "--queue-len",
+            "1",
+            "--max-body",
+            "1",
+            "--max-streams-per-user",
+            "1",
+            "--max-streams",
+            "1",
+        ];
+        assert!(Config::from_args(args).is_ok());
     }
 }

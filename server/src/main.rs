@@ -1,4 +1,3 @@
-use clap::Parser;
 use server::{Config, serve};
 use std::{io::IsTerminal, net::SocketAddr};
 use tracing_subscriber::EnvFilter;
@@ -8,7 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let config = Config::from_command_line();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_ansi(std::io::stdout().is_terminal())
