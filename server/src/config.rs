@@ -146,6 +146,12 @@ impl Config {
             ("--history-ttl", self.history_ttl, ms(100), None),
             ("--kafka-timeout", self.kafka_timeout, ms(100), None),
             (
+                "--kafka-fetch-wait",
+                self.kafka_fetch_wait,
+                ms(1),
+                Some(Duration::from_secs(60)),
+            ),
+            (
                 "--kafka-session-timeout",
                 self.kafka_session_timeout,
                 ms(1000),
@@ -219,6 +225,10 @@ mod tests {
             (
                 &["--keep-alive", "0s"],
                 "--keep-alive must be at least 100ms (got 0s)",
+            ),
+            (
+                &["--kafka-fetch-wait", "0s"],
+                "--kafka-fetch-wait must be at least 1ms (got 0s)",
             ),
             (
                 &["--keep-alive", "99ms"],
