@@ -158,22 +158,22 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
                 );
             }
             Some(p) => {
-                // Is this the record we read at this offset before?
-                let same = p.recent.same(offset, message.payload()).or_else(|| {
-                    let (user, text) = parsed.as_ref().ok()?;
-                    hub.knows(user, Position::new(lane, offset as u64), text)
-                });
                 let new_read = p.assignment != assignment;
-                // Within one read, only librdkafka's reset of a position past the log's end
-                // goes back. After a rebalance, reading resumes at the committed offset: below
-                // what the broker confirmed, it lost that with the topic.
-                let below_commit = consumer
-                    .context()
-                    .committed(partition)
-                    .is_some_and(|c| offset < c);
-                let recreated = offset < p.next
-                    && same != Some(true)
-                    && (same == Some(false) || !new_read || below_commit);
+                let recreated = offset < p.next && {
+                    // Is this the record we read at this offset before?
+                    let same = p.recent.same(offset, message.payload()).or_else(|| {
+                        let (user, text) = parsed.as_ref().ok()?;
+                        hub.knows(user, Position::new(lane, offset as u64), text)
+                    });
+                    // Within one read, only librdkafka's reset of a position past the log's
+                    // end goes back. After a rebalance, reading resumes at the committed
+                    // offset: below what the broker confirmed, it lost that with the topic.
+                    let below_commit = consumer
+                        .context()
+                        .committed(partition)
+                        .is_some_and(|c| offset < c);
+                    same != Some(true) && (same == Some(false) || !new_read || below_commit)
+                };
                 if recreated {
                     tracing::warn!(
                         partition,
