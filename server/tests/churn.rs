@@ -24,6 +24,14 @@ fn hundred_thousand_cycles_return_the_registry_to_empty() {
         let user = format!("user-{}", i % 5000);
         let a = hub.subscribe(&user, &LastSeen::Nothing, None).unwrap();
         let b = hub.subscribe(&user, &LastSeen::Nothing, None).unwrap();
+        if i % 10_000 == 0 {
+            let held = hub.stats();
+            assert_eq!(
+                (held.users, held.streams),
+                (1, 2),
+                "both streams registered"
+            );
+        }
         drop(a);
         drop(b);
     }
@@ -43,6 +51,17 @@ async fn http_cycles_release_streams_and_users() {
             .await;
         // The stream is registered once its first bytes arrive.
         let _ = tokio::time::timeout(Duration::from_millis(5), events.next()).await;
+        if i % 100 == 0 {
+            // While it is held, the server counts it.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while server.metric("ssepush_streams_open").await == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "stream {i} never registered"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
     for _ in 0..100 {
         if server.metric("ssepush_streams_open").await == 0 {

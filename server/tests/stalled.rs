@@ -17,8 +17,10 @@ fn rss_kib() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_stream_is_cut_and_others_keep_flowing() {
     let server = common::spawn(&["--queue-len", "64"]).await;
-    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
     // A tiny receive window, so the server's writes back up quickly.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled: TcpStream = socket.connect(server.addr).await.unwrap();
     stalled
         .write_all(b"GET /v2/sse?username=slow HTTP/1.1\r\nHost: test\r\n\r\n")
         .await
