@@ -189,18 +189,10 @@ async fn latency_produce_to_stream_and_post_answer() {
 /// is cut, and another user's messages keep arriving promptly throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_posts_to_a_stalled_user_stay_fast() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let mut broker = Broker::start().await;
     let server = server_with(&broker, "stalled", &["--queue-len", "64"]).await;
     wait_consuming(&server, &mut broker).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket.connect(server.addr).await.unwrap();
-    stalled
-        .write_all(b"GET /v3/sse?username=slow HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stalled = common::stalled_stream(server.addr, "/v3/sse?username=slow").await;
     let mut other = server.open("v3", "other").await;
 
     let flood = {
@@ -247,17 +239,10 @@ async fn sequential_posts_to_a_stalled_user_stay_fast() {
             .await
             >= 1
     );
-    let mut sink = vec![0u8; 1 << 16];
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stalled.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "stalled connection still open");
+    assert!(
+        common::closed_within(&mut stalled, 10).await,
+        "stalled connection still open"
+    );
     server.stop().await;
     broker.down().await;
 }

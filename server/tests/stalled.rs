@@ -3,10 +3,6 @@
 mod common;
 
 use std::time::{Duration, Instant};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -17,14 +13,7 @@ fn rss_kib() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_stream_is_cut_and_others_keep_flowing() {
     let server = common::spawn(&["--queue-len", "64"]).await;
-    // A tiny receive window, so the server's writes back up quickly.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled: TcpStream = socket.connect(server.addr).await.unwrap();
-    stalled
-        .write_all(b"GET /v2/sse?username=slow HTTP/1.1\r\nHost: test\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stalled = common::stalled_stream(server.addr, "/v2/sse?username=slow").await;
     let mut other = server.open("v2", "other").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
@@ -71,16 +60,9 @@ async fn stalled_stream_is_cut_and_others_keep_flowing() {
     );
     assert_eq!(server.metric("ssepush_hub_streams{api=\"v2\"}").await, 1);
     // Its connection was cut: what was in flight drains, then the socket ends.
-    let mut sink = vec![0u8; 1 << 16];
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match stalled.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "stalled connection still open");
+    assert!(
+        common::closed_within(&mut stalled, 5).await,
+        "stalled connection still open"
+    );
     server.stop().await;
 }

@@ -110,20 +110,19 @@ impl Broker {
 
     /// Produces a raw record value and returns its offset.
     pub async fn produce(&mut self, value: &[u8]) -> i64 {
-        let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(TOPIC).payload(value);
-        let delivery = self
-            .producer()
-            .send(record, Timeout::After(Duration::from_secs(20)))
-            .await;
-        delivery.expect("produced").offset
+        self.send(FutureRecord::to(TOPIC).payload(value)).await
     }
 
     /// Produces a record stamped with `timestamp_ms` (CreateTime), as a producer with a wrong
     /// clock would, and returns its offset.
     pub async fn produce_stamped(&mut self, value: &[u8], timestamp_ms: i64) -> i64 {
-        let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(TOPIC)
+        let record = FutureRecord::to(TOPIC)
             .payload(value)
             .timestamp(timestamp_ms);
+        self.send(record).await
+    }
+
+    async fn send(&mut self, record: FutureRecord<'_, (), [u8]>) -> i64 {
         let delivery = self
             .producer()
             .send(record, Timeout::After(Duration::from_secs(20)))

@@ -203,7 +203,6 @@ impl Hub {
         if self.shared.lanes.open(lane, start) == lanes::Opened::Known {
             return;
         }
-        let start = self.shared.lanes.start(lane).unwrap_or(start);
         for shard in self.shared.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             for user in shard.values_mut() {
@@ -364,17 +363,21 @@ impl Hub {
     /// What a client that saw `last` missed, and whether that can only be decided once
     /// `last`'s lane opens.
     fn replay_after(&self, user: &User, last: Position) -> (Vec<Bytes>, bool) {
-        let lane_start = match self.shared.config.numbering {
-            Numbering::Own => None,
-            Numbering::Source => self.shared.lanes.start(last.lane),
+        // Whatever the user's history holds, this process can't vouch for what came after an
+        // id from an earlier process (our own numbering), or after an id from before where it
+        // started reading the lane (the source's).
+        let (unvouched, pending) = match self.shared.config.numbering {
+            Numbering::Own => (last.lane != self.shared.local_lane, false),
+            Numbering::Source => match self.shared.lanes.start(last.lane) {
+                Some(start) => (last.seq.saturating_add(1) < start, false),
+                None => (false, true),
+            },
         };
-        // Read again past a gap after `last`: what came between never reached this process.
-        let before_start = lane_start.is_some_and(|start| last.seq.saturating_add(1) < start);
         if let Some(i) = user
             .history
             .iter()
             .position(|e| e.position == last)
-            .filter(|_| !before_start)
+            .filter(|_| !unvouched)
         {
             let replay = user
                 .history
@@ -389,17 +392,8 @@ impl Hub {
             .iter()
             .find(|f| f.lane == last.lane)
             .is_some_and(|floor| last.seq < floor.seq);
-        let (gap, pending) = match self.shared.config.numbering {
-            // Our own lane is never unknown, so an id on another lane comes from an earlier
-            // process: everything since is gone.
-            Numbering::Own => (evicted || last.lane != self.shared.local_lane, false),
-            Numbering::Source => match lane_start {
-                Some(_) => (evicted || before_start, false),
-                None => (false, true),
-            },
-        };
         let mut replay = Vec::new();
-        if gap {
+        if evicted || unvouched {
             replay.push(missed(last));
         }
         replay.extend(

@@ -181,10 +181,8 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
                         expected = p.next,
                         "kafka partition starts over (topic created anew); forgetting its old positions"
                     );
-                    hub.reset_lane(lane);
-                    consumer.context().forget_committed(partition);
+                    forget_partition(&kafka, &consumer, partition, p);
                     p.max_high = -1;
-                    p.recent.clear();
                 }
                 if (recreated || new_read) && p.opening.is_none() {
                     // A read that starts past what we had leaves a gap: the lane says so.
@@ -197,7 +195,7 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
         let p = partitions.get_mut(&partition).expect("inserted above");
         p.next = offset + 1;
         p.recent.push(offset, message.payload());
-        let keep = match &mut p.opening {
+        let keep = match &p.opening {
             None => true,
             Some(opening) => {
                 let kept = opening.keeps(offset, message.timestamp().to_millis());
@@ -244,8 +242,8 @@ struct Opening {
     catch_up_end: i64,
     /// Milliseconds since the epoch where the history window began at start-up.
     cutoff_ms: i64,
+    /// The offset the consumer was handed first.
     first: i64,
-    skipped: u64,
 }
 
 impl Opening {
@@ -256,15 +254,16 @@ impl Opening {
         offset: i64,
     ) -> Self {
         let cutoff_ms = now_millis().saturating_sub(settings.history_ttl.as_millis() as i64);
-        let window = window_start(consumer, settings, partition, cutoff_ms)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(partition, error = %e, "kafka: could not look up the history window's first offset");
-                offset
-            });
         let catch_up_end = watermarks(consumer, &settings.topic, partition)
             .await
             .map_or(offset, |(_, high)| high);
+        let window = match window_start(consumer, settings, partition, cutoff_ms).await {
+            Ok(found) => found.unwrap_or(catch_up_end),
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "kafka: could not look up the history window's first offset");
+                offset
+            }
+        };
         if window > offset {
             let (consumer, topic) = (consumer.clone(), settings.topic.clone());
             let seek = tokio::task::spawn_blocking(move || {
@@ -281,22 +280,18 @@ impl Opening {
             catch_up_end,
             cutoff_ms,
             first: offset,
-            skipped: 0,
         }
     }
 
     /// Whether the record at `offset`, stamped `timestamp`, is the first one kept.
-    fn keeps(&mut self, offset: i64, timestamp: Option<i64>) -> bool {
+    fn keeps(&self, offset: i64, timestamp: Option<i64>) -> bool {
         let old = offset < self.skip_below
             || (offset < self.catch_up_end && timestamp.is_some_and(|t| t < self.cutoff_ms));
-        if old {
-            self.skipped += 1;
-        }
         !old
     }
 
     fn log(&self, partition: i32, offset: i64, history_ttl: Duration) {
-        if self.skipped == 0 && offset <= self.first {
+        if offset <= self.first {
             tracing::info!(partition, offset, "kafka partition: reading from offset");
         } else {
             tracing::info!(
@@ -310,14 +305,14 @@ impl Opening {
     }
 }
 
-/// The offset of the partition's first record inside the history window, or its end when
-/// none is that recent.
+/// The offset of the partition's first record stamped `since` or later; `None` when none is
+/// that recent.
 async fn window_start(
     consumer: &Arc<KafkaConsumer>,
     settings: &Settings,
     partition: i32,
     since: i64,
-) -> anyhow::Result<i64> {
+) -> anyhow::Result<Option<i64>> {
     let (consumer, topic) = (consumer.clone(), settings.topic.clone());
     tokio::task::spawn_blocking(move || {
         let mut query = TopicPartitionList::new();
@@ -328,10 +323,8 @@ async fn window_start(
             .ok_or_else(|| anyhow::anyhow!("no answer for the partition"))?;
         elem.error()?;
         match elem.offset() {
-            Offset::Offset(o) => Ok(o),
-            Offset::End => Ok(consumer
-                .fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)?
-                .1),
+            Offset::Offset(o) => Ok(Some(o)),
+            Offset::End => Ok(None),
             other => anyhow::bail!("unexpected offset {other:?}"),
         }
     })
@@ -362,13 +355,11 @@ async fn restart_recreated_partitions(
             highest_seen = p.max_high,
             "kafka partition was created anew; reading it from the start"
         );
-        let lane = partition as u64;
-        kafka.shared.hub.reset_lane(lane);
-        consumer.context().forget_committed(partition);
+        forget_partition(kafka, consumer, partition, p);
         let consumer = consumer.clone();
         let topic = topic.clone();
         let rewound = tokio::task::spawn_blocking(move || {
-            // Stored too, or the next auto-commit would write the stale position back.
+            // Stored too, or the next commit would write the stale position back.
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, partition, Offset::Offset(low))?;
             consumer.store_offsets(&tpl)?;
@@ -377,8 +368,7 @@ async fn restart_recreated_partitions(
         .await;
         match rewound {
             Ok(Ok(())) => {
-                kafka.shared.hub.open_lane(lane, low as u64);
-                p.recent.clear();
+                kafka.shared.hub.open_lane(partition as u64, low as u64);
                 p.next = low;
                 p.opening = None;
                 p.max_high = high;
@@ -389,6 +379,14 @@ async fn restart_recreated_partitions(
             Err(e) => tracing::warn!(partition, error = %e, "kafka rewind task failed"),
         }
     }
+}
+
+/// Forgets what this process knew of a partition whose topic was created anew: the hub's
+/// positions on it, the offset last committed, and the records last read.
+fn forget_partition(kafka: &Kafka, consumer: &KafkaConsumer, partition: i32, p: &mut Partition) {
+    kafka.shared.hub.reset_lane(partition as u64);
+    consumer.context().forget_committed(partition);
+    p.recent.clear();
 }
 
 async fn watermarks(

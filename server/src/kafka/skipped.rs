@@ -34,7 +34,7 @@ impl SkippedLog {
 
     /// Notes a skipped record; returns whether it was logged on its own.
     pub fn record(&mut self, partition: i32, offset: i64, why: &BadRecord) -> bool {
-        self.flush_if_due();
+        self.flush();
         let counts = self.partitions.entry(partition).or_default();
         if counts.logged < LOGGED_PER_PERIOD {
             counts.logged += 1;
@@ -53,10 +53,6 @@ impl SkippedLog {
 
     /// Reports the counts of a period that has ended.
     pub fn flush(&mut self) {
-        self.flush_if_due();
-    }
-
-    fn flush_if_due(&mut self) {
         if self.since.elapsed() < self.period {
             return;
         }

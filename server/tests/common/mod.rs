@@ -149,3 +149,30 @@ pub async fn quiet(events: &mut Events, ms: u64) {
         panic!("unexpected event {e:?}");
     }
 }
+
+/// Opens `GET path` on a raw socket with a 4 KiB receive window, and never reads it: a client
+/// that stalled, so the server's writes back up quickly.
+pub async fn stalled_stream(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    stream
+}
+
+/// Whether the server closes `stream` within `secs` once what was in flight has drained.
+pub async fn closed_within(stream: &mut tokio::net::TcpStream, secs: u64) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut sink = vec![0u8; 1 << 16];
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        while let Ok(n) = stream.read(&mut sink).await
+            && n > 0
+        {}
+    })
+    .await
+    .is_ok()
+}
