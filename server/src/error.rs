@@ -13,10 +13,16 @@ pub enum AppError {
     BadRequest(String),
     #[error("message body is larger than the limit of {0} bytes")]
     TooLarge(usize),
+    #[error(
+        "message would be {size} bytes as an event (each line costs 7 more), over the limit of {limit}"
+    )]
+    FrameTooLarge { size: usize, limit: usize },
     #[error(transparent)]
     Subscribe(#[from] SubscribeError),
     #[error("server is at its limit of {0} open streams")]
     ServerFull(usize),
+    #[error("request body not received within {}", humantime::format_duration(*.0))]
+    BodyTimeout(std::time::Duration),
     #[error("{0}")]
     Unavailable(String),
     #[error("no such endpoint")]
@@ -35,11 +41,12 @@ impl AppError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge(_) | Self::FrameTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Subscribe(SubscribeError::UserLimit(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::Subscribe(SubscribeError::ShuttingDown)
             | Self::ServerFull(_)
             | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }

@@ -53,6 +53,16 @@ pub fn message(id: &str, data: &str) -> Bytes {
     buf.freeze()
 }
 
+/// The longest id a message can carry: `{lane}-{seq}`, two `u64`s.
+pub const MAX_ID_LEN: usize = 41;
+
+/// The size of [`message`]'s frame for `data` under the longest id: what a message costs on
+/// the wire and in the history, whatever id it gets.
+pub fn message_len(data: &str) -> usize {
+    let lines: usize = lines(data).map(|line| 7 + line.len()).sum();
+    4 + MAX_ID_LEN + 1 + lines + 1
+}
+
 /// A named event without an id, so the client's last event id is left as it was.
 pub fn named(event: &str, data: &str) -> Bytes {
     debug_assert!(!event.contains(['\r', '\n']));

@@ -21,6 +21,7 @@ pub mod kafka;
 pub mod serve;
 pub mod state;
 pub mod stream;
+pub mod write_timeout;
 
 pub use config::Config;
 pub use state::AppState;
@@ -52,6 +53,7 @@ pub async fn run(
         }
     };
     let grace = state.config.shutdown_grace;
+    let options = serve::Options::from_config(&state.config);
     tokio::spawn(sweep(state.clone(), token.clone()));
     tokio::spawn({
         let (state, token) = (state.clone(), token.clone());
@@ -77,7 +79,7 @@ pub async fn run(
             }
         }
     };
-    let serving = serve::serve(listener, api::router(state.clone()), token.clone(), grace);
+    let serving = serve::serve(listener, api::router(state.clone()), token.clone(), options);
     tokio::join!(serving, kafka_stopped);
     tracing::info!("stopped");
     Ok(())

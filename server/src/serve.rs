@@ -45,6 +45,8 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::write_timeout::WriteTimeout;
+
 /// Cuts the TCP connection a request arrived on. Found in request extensions.
 ///
 /// Only event streams ever need cutting, so the token and whatever watches it are made on the
@@ -134,23 +136,46 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// How long a new connection may take to send its first request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How connections are served.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How long open connections may take to finish once shutdown starts.
+    pub grace: Duration,
+    /// How long a request head may take, from the connection's first wait for it to its end.
+    pub head_timeout: Duration,
+    /// How long a connection may go without the socket taking a byte it has to send.
+    pub write_timeout: Duration,
+}
+
+impl Options {
+    pub fn from_config(config: &crate::Config) -> Self {
+        Self {
+            grace: config.shutdown_grace,
+            head_timeout: config.head_timeout,
+            write_timeout: config.write_timeout,
+        }
+    }
+}
 
 /// Serves `app` until `shutdown` is cancelled, then lets open connections finish (their
-/// streams end on the same token) for at most `grace`.
+/// streams end on the same token) for at most `options.grace`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: CancellationToken,
-    grace: Duration,
+    options: Options,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(options.head_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     let http = Arc::new(builder);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
     let mut last_accept_warning: Option<Instant> = None;
     loop {
         let (tcp, _peer) = tokio::select! {
@@ -170,8 +195,15 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
+        // Peers that vanish without a word: idle ones are probed, and data the peer never
+        // acknowledges ends the connection after the write timeout, not TCP's ~15 minutes.
+        let socket = socket2::SockRef::from(&tcp);
+        let _ = socket.set_tcp_keepalive(&keepalive);
+        let _ = socket.set_tcp_user_timeout(Some(options.write_timeout));
         let handle = Disconnect::new(false);
         let conn = Connection {
+            accepted: Instant::now(),
+            options,
             app: app.clone(),
             http: http.clone(),
             // Held for the connection's life, so shutdown waits for it.
@@ -182,6 +214,7 @@ pub async fn serve(
         let _ = handle.0.task.set(task.abort_handle());
     }
     drop(listener);
+    let grace = options.grace;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
@@ -193,8 +226,23 @@ pub async fn serve(
     }
 }
 
+/// The largest request head, and what a connection buffers of a body at once; hyper's
+/// default (~400 KB) would let each slow connection hold that much.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Idle connections are probed after this long, then every interval, up to the retries.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// The first head's timeout is trimmed by the wait for its first byte only when that wait was
+/// this long: below it, the cost of a builder per connection buys nothing.
+const HEAD_TIME_WORTH_TRIMMING: Duration = Duration::from_millis(500);
+
 /// What a connection task needs besides its socket.
 struct Connection {
+    accepted: Instant,
+    options: Options,
     app: Router,
     http: Arc<http1::Builder>,
     watcher: Watcher,
@@ -204,10 +252,11 @@ struct Connection {
 impl Connection {
     async fn run(self, tcp: TcpStream, shutdown: CancellationToken) {
         let _release = ReleaseOnDrop(self.handle.clone());
+        let head_timeout = self.options.head_timeout;
         let first = tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
-            first = tokio::time::timeout(HEADER_READ_TIMEOUT, peek_stream_request(&tcp)) => first,
+            first = tokio::time::timeout(head_timeout, peek_stream_request(&tcp)) => first,
         };
         drop(shutdown);
         match first {
@@ -221,11 +270,25 @@ impl Connection {
     /// Hands the connection to hyper, from its next unread byte on.
     async fn hyper(self, tcp: TcpStream) {
         let Self {
+            accepted,
+            options,
             app,
             http,
             watcher,
             handle,
         } = self;
+        // The first head's time started with the connection: what the wait for its first byte
+        // took is not given again. Later heads each get the full time.
+        let spent = accepted.elapsed();
+        let http = match options.head_timeout.checked_sub(spent) {
+            Some(left) if spent >= HEAD_TIME_WORTH_TRIMMING => {
+                let mut http = (*http).clone();
+                http.header_read_timeout(left.max(Duration::from_millis(1)));
+                Arc::new(http)
+            }
+            Some(_) => http,
+            None => return,
+        };
         let svc = app.map_request(move |mut req: Request<Incoming>| {
             // Only streams are ever cut; other requests skip the extension.
             if req.method() == Method::GET && STREAM_PATHS.contains(&req.uri().path()) {
@@ -233,7 +296,8 @@ impl Connection {
             }
             req
         });
-        let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc));
+        let io = TokioIo::new(WriteTimeout::new(tcp, options.write_timeout));
+        let conn = http.serve_connection(io, TowerToHyperService::new(svc));
         // Boxed so that the connection task of a stream, the common case, is not sized for it.
         if let Err(e) = Box::pin(watcher.watch(conn)).await {
             tracing::debug!(error = %e, "connection ended with an error");
@@ -253,7 +317,10 @@ impl Connection {
         let mut request = head.request;
         request.extensions_mut().insert(handle.clone());
         let Ok(response) = self.app.clone().oneshot(request).await;
-        let cut = handle.issued().cloned();
+        let stop = Stop {
+            cut: handle.issued().cloned(),
+            timeout: self.options.write_timeout,
+        };
         drop(handle);
         let (parts, mut body) = response.into_parts();
         if let Some(len) = body.size_hint().exact() {
@@ -264,7 +331,7 @@ impl Connection {
             let mut out = Vec::with_capacity(256 + bytes.len());
             encode_head(&parts, Framing::Length(len), head.close, &mut out);
             out.extend_from_slice(&bytes);
-            if tcp.write_all(&out).await.is_err() {
+            if write_all(&mut tcp, &out, &stop).await.is_err() {
                 return;
             }
             drop(out);
@@ -283,7 +350,7 @@ impl Connection {
         let Some(end) = take_ready(&mut body, &mut out) else {
             return;
         };
-        if write_all(&mut tcp, &out, cut.as_ref()).await.is_err() {
+        if write_all(&mut tcp, &out, &stop).await.is_err() {
             return;
         }
         drop(out);
@@ -294,15 +361,12 @@ impl Connection {
         loop {
             match poll_fn(|cx| poll_stream(&tcp, &mut body, cx)).await {
                 Event::Data(data) => {
-                    if write_chunk(&mut tcp, &data, cut.as_ref()).await.is_err() {
+                    if write_chunk(&mut tcp, &data, &stop).await.is_err() {
                         return;
                     }
                 }
                 Event::End => {
-                    if write_all(&mut tcp, b"0\r\n\r\n", cut.as_ref())
-                        .await
-                        .is_ok()
-                    {
+                    if write_all(&mut tcp, b"0\r\n\r\n", &stop).await.is_ok() {
                         let _ = tcp.shutdown().await;
                     }
                     return;
@@ -549,11 +613,7 @@ const SMALL_CHUNK: usize = 4096;
 
 /// Writes one chunk: at once without waiting in the usual case, else the rest when the socket
 /// takes it.
-async fn write_chunk(
-    tcp: &mut TcpStream,
-    data: &Bytes,
-    cut: Option<&CancellationToken>,
-) -> io::Result<()> {
+async fn write_chunk(tcp: &mut TcpStream, data: &Bytes, stop: &Stop) -> io::Result<()> {
     let mut size = [0u8; 18];
     let size = chunk_size_line(data.len(), &mut size);
     let total = size.len() + data.len() + 2;
@@ -567,20 +627,26 @@ async fn write_chunk(
     }
     let mut chunk = Vec::with_capacity(total);
     encode_chunk(data, &mut chunk);
-    write_all(tcp, &chunk[written..], cut).await
+    write_all(tcp, &chunk[written..], stop).await
 }
 
-/// Writes all of `buf`, unless the hub cuts the stream meanwhile: a client that stopped reading
-/// leaves the write waiting on a full socket.
-async fn write_all(
-    tcp: &mut TcpStream,
-    buf: &[u8],
-    cut: Option<&CancellationToken>,
-) -> io::Result<()> {
-    match cut {
-        None => tcp.write_all(buf).await,
+/// What ends a write on the stream path early.
+struct Stop {
+    /// The hub cut the stream: a client that stopped reading leaves the write waiting on a
+    /// full socket.
+    cut: Option<CancellationToken>,
+    /// The socket took no byte for this long.
+    timeout: Duration,
+}
+
+/// Writes all of `buf`, unless the hub cuts the stream or the socket takes nothing for the
+/// write timeout.
+async fn write_all(tcp: &mut TcpStream, buf: &[u8], stop: &Stop) -> io::Result<()> {
+    let mut write = WriteTimeout::new(tcp, stop.timeout);
+    match &stop.cut {
+        None => write.write_all(buf).await,
         Some(cut) => tokio::select! {
-            written = tcp.write_all(buf) => written,
+            written = write.write_all(buf) => written,
             () = cut.cancelled() => {
                 tracing::debug!("connection cut");
                 Err(io::ErrorKind::ConnectionAborted.into())
@@ -629,7 +695,9 @@ mod tests {
         let token = CancellationToken::new();
         let state = AppState::new(config, token.clone());
         let app = api::router(state.clone());
-        let task = tokio::spawn(serve(listener, app, token.clone(), Duration::from_secs(2)));
+        let mut options = Options::from_config(&state.config);
+        options.grace = Duration::from_secs(2);
+        let task = tokio::spawn(serve(listener, app, token.clone(), options));
         Running {
             addr,
             state,

@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     budget::StreamBudget,
     config::Config,
-    hub::{Hub, HubConfig, Numbering},
+    hub::{HistoryMemory, Hub, HubConfig, Numbering},
     kafka::Kafka,
 };
 
@@ -16,6 +16,8 @@ pub struct AppState {
     pub budget: StreamBudget,
     pub v2: Hub,
     pub v3: Hub,
+    /// The history budget both hubs share.
+    pub memory: HistoryMemory,
     /// v3's Kafka clients; `None` when Kafka is switched off.
     pub kafka: Option<Kafka>,
     /// Cancelled when shutdown starts; streams not owned by a hub end on it.
@@ -24,20 +26,25 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, shutdown: CancellationToken) -> Self {
+        let memory = HistoryMemory::new(config.history_max_bytes);
         let hub = |name, numbering| {
-            Hub::new(HubConfig {
-                name,
-                history_len: config.history_len,
-                history_ttl: config.history_ttl,
-                queue_len: config.queue_len,
-                max_streams_per_user: config.max_streams_per_user,
-                numbering,
-            })
+            Hub::new(
+                HubConfig {
+                    name,
+                    history_len: config.history_len,
+                    history_ttl: config.history_ttl,
+                    queue_len: config.queue_len,
+                    max_streams_per_user: config.max_streams_per_user,
+                    numbering,
+                },
+                memory.clone(),
+            )
         };
         Self {
             budget: StreamBudget::new(config.max_streams),
             v2: hub("v2", Numbering::Own),
             v3: hub("v3", Numbering::Source),
+            memory,
             kafka: None,
             config: Arc::new(config),
             shutdown,

@@ -38,6 +38,8 @@ struct Limits {
     retry: Duration,
     keep_alive: Duration,
     max_body: usize,
+    max_frame: usize,
+    body_timeout: Duration,
 }
 
 impl Channel {
@@ -51,6 +53,8 @@ impl Channel {
                 retry: c.retry,
                 keep_alive: c.keep_alive,
                 max_body: c.max_body,
+                max_frame: c.max_frame_bytes,
+                body_timeout: c.body_timeout,
             }),
         }
     }
@@ -93,7 +97,7 @@ async fn subscribe(
     let sub = channel
         .hub
         .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))?;
-    tracing::debug!(?last, replayed = sub.replay.len(), "stream opened");
+    tracing::debug!(?last, replaying = sub.replaying(), "stream opened");
     let limits = &channel.limits;
     let body = HubStream::new(sub, limits.retry, limits.keep_alive, permit);
     Ok(sse_response(Body::from_stream(body)))
@@ -108,7 +112,13 @@ async fn publish(
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let wait = query.wait_delivered()?;
-    let text = message_body(request, channel.limits.max_body).await?;
+    let limits = &channel.limits;
+    let text = message_body(request, limits.max_body, limits.body_timeout).await?;
+    let size = crate::frame::message_len(&text);
+    let limit = limits.max_frame;
+    if size > limit {
+        return Err(AppError::FrameTooLarge { size, limit });
+    }
     match &channel.sink {
         Sink::Local => {
             let d = channel.hub.publish(user, &text);
