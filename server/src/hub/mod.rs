@@ -99,6 +99,8 @@ struct Shared {
 type Shard = HashMap<Arc<str>, User>;
 
 struct User {
+    /// The same name as the registry's key.
+    name: Arc<str>,
     streams: Vec<Subscriber>,
     history: VecDeque<Entry>,
     /// Per lane, the highest seq this entry can no longer vouch for (evicted or older than it).
@@ -216,8 +218,9 @@ impl Hub {
 
     /// A user entry created now can't vouch for anything published before it existed, so its
     /// floors start at the high water.
-    fn new_user(&self) -> User {
+    fn new_user(&self, name: Arc<str>) -> User {
         User {
+            name,
             streams: Vec::new(),
             history: VecDeque::new(),
             floor: self.high_water(),
@@ -273,7 +276,14 @@ impl Hub {
     fn deliver(&self, user: &str, text: &str, source: Option<Position>) -> Delivery {
         let now = Instant::now();
         let mut shard = self.shard(user);
-        let (key, entry) = self.user_entry(&mut shard, user);
+        let entry = match shard.get_mut(user) {
+            Some(entry) => entry,
+            None => {
+                let name: Arc<str> = Arc::from(user);
+                shard.entry(name.clone()).or_insert(self.new_user(name))
+            }
+        };
+        let key = entry.name.clone();
         let position = match source {
             Some(position) => {
                 if entry
@@ -367,7 +377,14 @@ impl Hub {
         let config = &self.shared.config;
         let now = Instant::now();
         let mut shard = self.shard(user);
-        let (key, entry) = self.user_entry(&mut shard, user);
+        let entry = match shard.get_mut(user) {
+            Some(entry) => entry,
+            None => {
+                let name: Arc<str> = Arc::from(user);
+                shard.entry(name.clone()).or_insert(self.new_user(name))
+            }
+        };
+        let key = entry.name.clone();
         if entry.streams.len() >= config.max_streams_per_user {
             let limit = config.max_streams_per_user;
             if entry.streams.is_empty() && entry.history.is_empty() {
@@ -416,16 +433,6 @@ impl Hub {
             user: key,
             id,
         })
-    }
-
-    /// `user`'s registry entry, created if new, with its shared key.
-    fn user_entry<'a>(&self, shard: &'a mut Shard, user: &str) -> (Arc<str>, &'a mut User) {
-        let key = match shard.get_key_value(user) {
-            Some((key, _)) => key.clone(),
-            None => Arc::from(user),
-        };
-        let entry = shard.entry(key.clone()).or_insert_with(|| self.new_user());
-        (key, entry)
     }
 
     /// The next batch of stream `id`'s replay; `None` once it has caught up, from which point
