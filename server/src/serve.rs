@@ -857,6 +857,37 @@ mod tests {
         server.stop().await;
     }
 
+    /// A reader that stops, on a queue too long to overflow: the write timeout cuts it, on
+    /// this module's path (HTTP/1.1) and on hyper's (HTTP/1.0).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_streams_are_cut_by_the_write_timeout_on_both_paths() {
+        for version in ["1.1", "1.0"] {
+            let server = start(&["--queue-len", "100000", "--write-timeout", "500ms"]).await;
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let mut tcp = socket.connect(server.addr).await.unwrap();
+            let request = format!("GET /v2/sse?username=stuck HTTP/{version}\r\n\r\n");
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            read_until(&mut tcp, "retry: ").await;
+            wait_streams(&server.state, 1).await;
+            let body = "x".repeat(16 * 1024);
+            // A few MB: more than the socket buffers hold, far fewer frames than the queue.
+            for _ in 0..256 {
+                server.state.v2.publish("stuck", &body);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            tokio::time::timeout(Duration::from_secs(20), async {
+                while server.state.budget.open() != 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("HTTP/{version}: the stalled stream was not cut"));
+            assert_eq!(server.state.v2.stats().slow_closed, 0, "HTTP/{version}");
+            server.stop().await;
+        }
+    }
+
     #[test]
     fn chunk_sizes() {
         let mut buf = [0u8; 18];
