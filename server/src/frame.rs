@@ -163,7 +163,13 @@ mod tests {
             ev(event_type, data, ""),
             ev("message", data, ""),
         ];
-        let data_fields = || lines(data).map(|l| ("data".to_owned(), l.to_owned()));
+        // One `data` field per line of what the client receives.
+        let received = as_received(data);
+        let data_fields = || {
+            received
+                .split('\n')
+                .map(|l| ("data".to_owned(), l.to_owned()))
+        };
         let field = |name: &str, value: &str| (name.to_owned(), value.to_owned());
         for (frame, expected) in frames.iter().zip(alone) {
             assert!(!frame.contains(&b'\r'), "{frame:?}");
