@@ -16,6 +16,8 @@ pub mod budget;
 pub mod config;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod kafka;
 pub mod serve;

@@ -454,12 +454,12 @@ fn poll_stream(tcp: &TcpStream, body: &mut Body, cx: &mut Context<'_>) -> Poll<E
 }
 
 /// An event stream request read off the front of a connection.
-struct StreamRequest {
+pub(crate) struct StreamRequest {
     /// Bytes of the request head.
-    len: usize,
-    request: Request<Body>,
+    pub(crate) len: usize,
+    pub(crate) request: Request<Body>,
     /// The client asked to close the connection after this response.
-    close: bool,
+    pub(crate) close: bool,
 }
 
 /// Request heads larger than this go to hyper.
@@ -478,7 +478,7 @@ async fn peek_stream_request(tcp: &TcpStream) -> io::Result<Option<StreamRequest
     Ok(parse_stream_request(&buf[..n]))
 }
 
-fn parse_stream_request(buf: &[u8]) -> Option<StreamRequest> {
+pub(crate) fn parse_stream_request(buf: &[u8]) -> Option<StreamRequest> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
