@@ -249,5 +249,15 @@ mod tests {
         ) {
             check_round_trip(&data, &id, &event, retry_ms, split);
         }
+
+        /// The size the frame cap is checked against is that of the frame with the longest id.
+        #[test]
+        fn message_len_is_the_frame_under_the_longest_id(data in payload(), seq in any::<u64>()) {
+            let longest = format!("{}-{}", u64::MAX, u64::MAX);
+            prop_assert_eq!(longest.len(), MAX_ID_LEN);
+            prop_assert_eq!(message(&longest, &data).len(), message_len(&data));
+            let short = format!("0-{seq}");
+            prop_assert!(message(&short, &data).len() <= message_len(&data));
+        }
     }
 }
