@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: flags and env vars.
+//! - [`client`]: who a request comes from, for the per-client limits.
 //! - [`frame`]: the SSE wire format.
 //! - [`hub`]: the per-user registry, history and bounded per-stream queues.
 //! - [`kafka`]: v3's consumer and producer.
@@ -13,6 +14,7 @@
 pub mod api;
 pub mod assets;
 pub mod budget;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod frame;

@@ -45,6 +45,8 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::client::ClientAddr;
+
 /// Cuts the TCP connection a request arrived on. Found in request extensions.
 ///
 /// Only event streams ever need cutting, so the token and whatever watches it are made on the
@@ -153,7 +155,7 @@ pub async fn serve(
     let http = Arc::new(builder);
     let mut last_accept_warning: Option<Instant> = None;
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -177,6 +179,7 @@ pub async fn serve(
             // Held for the connection's life, so shutdown waits for it.
             watcher: graceful.watcher(),
             handle: handle.clone(),
+            peer,
         };
         let task = tokio::spawn(conn.run(tcp, shutdown.clone()));
         let _ = handle.0.task.set(task.abort_handle());
@@ -199,6 +202,8 @@ struct Connection {
     http: Arc<http1::Builder>,
     watcher: Watcher,
     handle: Disconnect,
+    /// The TCP peer, given to every request as a [`ClientAddr`].
+    peer: SocketAddr,
 }
 
 impl Connection {
@@ -225,8 +230,10 @@ impl Connection {
             http,
             watcher,
             handle,
+            peer,
         } = self;
         let svc = app.map_request(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ClientAddr(peer));
             // Only streams are ever cut; other requests skip the extension.
             if req.method() == Method::GET && STREAM_PATHS.contains(&req.uri().path()) {
                 req.extensions_mut().insert(handle.clone());
@@ -252,6 +259,7 @@ impl Connection {
         let handle = Disconnect::new(true);
         let mut request = head.request;
         request.extensions_mut().insert(handle.clone());
+        request.extensions_mut().insert(ClientAddr(self.peer));
         let Ok(response) = self.app.clone().oneshot(request).await;
         let cut = handle.issued().cloned();
         drop(handle);
