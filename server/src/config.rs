@@ -1,6 +1,7 @@
 //! Runtime configuration: every port, interval, limit and path is a flag with an env fallback.
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
+use ipnet::IpNet;
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
@@ -66,6 +67,18 @@ pub struct Config {
     /// Open streams allowed on this server, all versions together.
     #[arg(long, env = "MAX_STREAMS", default_value_t = 19_500)]
     pub max_streams: usize,
+
+    /// A reverse proxy whose `X-Forwarded-For` is believed, as a CIDR or an address
+    /// (repeatable; the env variable takes a comma-separated list). Without one, every client
+    /// is its TCP peer address and `X-Forwarded-For` is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = crate::client::parse_cidr
+    )]
+    pub trusted_proxies: Vec<IpNet>,
 
     /// Kafka bootstrap servers for v3; empty switches Kafka off (v3 POSTs then answer 503).
     #[arg(long, env = "KAFKA_BROKERS", default_value = "localhost:9092")]
@@ -205,6 +218,22 @@ mod tests {
             .unwrap();
         assert_eq!(c.keep_alive, Duration::from_millis(250));
         assert_eq!(c.history_ttl, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn trusted_proxies_repeat_and_split() {
+        let c = Config::try_parse_from([
+            "ssepush",
+            "--trusted-proxy",
+            "10.0.0.0/8,192.168.1.1",
+            "--trusted-proxy=fd00::/8",
+        ])
+        .unwrap();
+        let shown: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.168.1.1/32", "fd00::/8"]);
+        assert!(Config::defaults().trusted_proxies.is_empty());
+        let bad = Config::try_parse_from(["ssepush", "--trusted-proxy", "10.0.0.0/33"]);
+        assert_eq!(bad.unwrap_err().kind(), ErrorKind::ValueValidation);
     }
 
     #[test]

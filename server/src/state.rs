@@ -1,10 +1,12 @@
 //! What every handler can reach.
 
+use axum::extract::FromRef;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     budget::StreamBudget,
+    client::TrustedProxies,
     config::Config,
     hub::{Hub, HubConfig, Numbering},
     kafka::Kafka,
@@ -14,6 +16,8 @@ use crate::{
 pub struct AppState {
     pub config: Arc<Config>,
     pub budget: StreamBudget,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted: TrustedProxies,
     pub v2: Hub,
     pub v3: Hub,
     /// v3's Kafka clients; `None` when Kafka is switched off.
@@ -36,6 +40,7 @@ impl AppState {
         };
         Self {
             budget: StreamBudget::new(config.max_streams),
+            trusted: TrustedProxies::new(&config.trusted_proxies),
             v2: hub("v2", Numbering::Own),
             v3: hub("v3", Numbering::Source),
             kafka: None,
@@ -46,5 +51,11 @@ impl AppState {
 
     pub fn hubs(&self) -> [&Hub; 2] {
         [&self.v2, &self.v3]
+    }
+}
+
+impl FromRef<AppState> for TrustedProxies {
+    fn from_ref(state: &AppState) -> Self {
+        state.trusted.clone()
     }
 }
