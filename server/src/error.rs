@@ -5,7 +5,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::hub::SubscribeError;
+use crate::{hub::SubscribeError, refusals::Limit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -32,6 +32,15 @@ impl From<wire::UsernameError> for AppError {
 }
 
 impl AppError {
+    /// The limit that refused the request, if that is what this is.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            Self::ServerFull(_) => Some(Limit::Streams),
+            Self::Subscribe(SubscribeError::UserLimit(_)) => Some(Limit::StreamsPerUser),
+            _ => None,
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -49,7 +58,8 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // Limits log their refusals themselves, throttled ([`crate::refusals`]).
+        if status.is_server_error() && self.limit().is_none() {
             tracing::warn!(%status, reason = %self, "request refused");
         } else {
             tracing::debug!(%status, reason = %self, "request refused");

@@ -20,6 +20,7 @@ pub mod error;
 pub mod frame;
 pub mod hub;
 pub mod kafka;
+pub mod refusals;
 pub mod serve;
 pub mod state;
 pub mod stream;
@@ -85,7 +86,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Expires history and forgets idle users, so memory follows the live load.
+/// Expires history and forgets idle users, so memory follows the live load; reports refusals
+/// that no log line has yet.
 async fn sweep(state: AppState, token: CancellationToken) {
     let period =
         (state.config.history_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -94,7 +96,10 @@ async fn sweep(state: AppState, token: CancellationToken) {
     loop {
         tokio::select! {
             () = token.cancelled() => return,
-            _ = tick.tick() => state.hubs().iter().for_each(|hub| hub.sweep()),
+            _ = tick.tick() => {
+                state.hubs().iter().for_each(|hub| hub.sweep());
+                state.refusals.flush();
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::{
     config::Config,
     hub::{Hub, HubConfig, Numbering},
     kafka::Kafka,
+    refusals::Refusals,
 };
 
 #[derive(Clone)]
@@ -18,6 +19,8 @@ pub struct AppState {
     pub budget: StreamBudget,
     /// Whose `X-Forwarded-For` names the client.
     pub trusted: TrustedProxies,
+    /// Requests refused by a limit, counted and logged.
+    pub refusals: Refusals,
     pub v2: Hub,
     pub v3: Hub,
     /// v3's Kafka clients; `None` when Kafka is switched off.
@@ -41,6 +44,7 @@ impl AppState {
         Self {
             budget: StreamBudget::new(config.max_streams),
             trusted: TrustedProxies::new(&config.trusted_proxies),
+            refusals: Refusals::default(),
             v2: hub("v2", Numbering::Own),
             v3: hub("v3", Numbering::Source),
             kafka: None,

@@ -159,6 +159,9 @@ async fn stream_limits() {
         .await
         .unwrap();
     expect(full, 503, "limit of 3 open streams").await;
+    let limited = |limit: &str| format!("ssepush_limited_total{{limit=\"{limit}\"}}");
+    assert_eq!(server.metric(&limited("streams_per_user")).await, 1);
+    assert_eq!(server.metric(&limited("streams")).await, 1);
     drop(_c);
     // The slot comes back once the closed stream is noticed.
     let mut reopened = None;

@@ -4,7 +4,7 @@
 use axum::{
     Json, Router,
     body::Body,
-    extract::{Extension, Request, State},
+    extract::{Extension, FromRef, Request, State},
     http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -13,8 +13,15 @@ use std::{sync::Arc, time::Duration};
 
 use super::params::{StreamQuery, message_body};
 use crate::{
-    budget::StreamBudget, error::AppError, hub::Hub, kafka::Kafka, serve::Disconnect,
-    state::AppState, stream::HubStream,
+    budget::StreamBudget,
+    client::{Client, TrustedProxies},
+    error::AppError,
+    hub::Hub,
+    kafka::Kafka,
+    refusals::Refusals,
+    serve::Disconnect,
+    state::AppState,
+    stream::HubStream,
 };
 
 /// Where a POSTed message goes before it reaches the hub.
@@ -31,6 +38,8 @@ pub struct Channel {
     hub: Hub,
     sink: Sink,
     budget: StreamBudget,
+    trusted: TrustedProxies,
+    refusals: Refusals,
     limits: Arc<Limits>,
 }
 
@@ -47,12 +56,20 @@ impl Channel {
             hub,
             sink,
             budget: state.budget.clone(),
+            trusted: state.trusted.clone(),
+            refusals: state.refusals.clone(),
             limits: Arc::new(Limits {
                 retry: c.retry,
                 keep_alive: c.keep_alive,
                 max_body: c.max_body,
             }),
         }
+    }
+}
+
+impl FromRef<Channel> for TrustedProxies {
+    fn from_ref(channel: &Channel) -> Self {
+        channel.trusted.clone()
     }
 }
 
@@ -79,6 +96,7 @@ pub fn sse_response(body: Body) -> Response {
 #[tracing::instrument(level = "debug", skip_all, fields(hub = channel.hub.name(), user))]
 async fn subscribe(
     State(channel): State<Channel>,
+    Client(client): Client,
     query: StreamQuery,
     headers: HeaderMap,
     disconnect: Option<Extension<Disconnect>>,
@@ -86,13 +104,14 @@ async fn subscribe(
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let last = query.last_seen(&headers);
-    let permit = channel
-        .budget
-        .try_acquire()
-        .ok_or(AppError::ServerFull(channel.budget.max()))?;
+    let permit = channel.budget.try_acquire().ok_or_else(|| {
+        let full = AppError::ServerFull(channel.budget.max());
+        channel.refusals.noted(full, client)
+    })?;
     let sub = channel
         .hub
-        .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))?;
+        .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))
+        .map_err(|e| channel.refusals.noted(e.into(), client))?;
     tracing::debug!(?last, replayed = sub.replay.len(), "stream opened");
     let limits = &channel.limits;
     let body = HubStream::new(sub, limits.retry, limits.keep_alive, permit);

@@ -8,7 +8,7 @@ use axum::{
 };
 use std::fmt::Write;
 
-use crate::state::AppState;
+use crate::{refusals::Limit, state::AppState};
 
 pub async fn healthz() -> &'static str {
     "ok\n"
@@ -49,6 +49,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     gauge("history_messages", "gauge", &|s| s.history as u64);
     gauge("published_total", "counter", &|s| s.published);
     gauge("slow_streams_closed_total", "counter", &|s| s.slow_closed);
+    let _ = writeln!(out, "# TYPE ssepush_limited_total counter");
+    for limit in Limit::ALL {
+        let (name, n) = (limit.name(), state.refusals.total(limit));
+        let _ = writeln!(out, "ssepush_limited_total{{limit=\"{name}\"}} {n}");
+    }
     if let Some(kafka) = &state.kafka {
         let k = kafka.stats();
         let _ = writeln!(out, "# TYPE ssepush_kafka_connected gauge");
