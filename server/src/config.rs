@@ -68,6 +68,11 @@ pub struct Config {
     #[arg(long, env = "MAX_STREAMS", default_value_t = 19_500)]
     pub max_streams: usize,
 
+    /// Open streams allowed per client (an IPv4 address or IPv6 /64; see --trusted-proxy), all
+    /// versions together.
+    #[arg(long, env = "MAX_STREAMS_PER_CLIENT", default_value_t = 64)]
+    pub max_streams_per_client: usize,
+
     /// A reverse proxy whose `X-Forwarded-For` is believed, as a CIDR or an address
     /// (repeatable; the env variable takes a comma-separated list). Without one, every client
     /// is its TCP peer address and `X-Forwarded-For` is ignored.
@@ -195,6 +200,7 @@ impl Config {
             ("--max-body", self.max_body),
             ("--max-streams-per-user", self.max_streams_per_user),
             ("--max-streams", self.max_streams),
+            ("--max-streams-per-client", self.max_streams_per_client),
         ];
         if let Some((flag, value)) = counts.into_iter().find(|&(_, value)| value < 1) {
             return Err(format!("{flag} must be at least 1 (got {value})"));
@@ -313,6 +319,10 @@ mod tests {
                 &["--max-streams", "0"],
                 "--max-streams must be at least 1 (got 0)",
             ),
+            (
+                &["--max-streams-per-client", "0"],
+                "--max-streams-per-client must be at least 1 (got 0)",
+            ),
         ];
         for (args, reason) in cases {
             assert_eq!(refusal(args), *reason, "{args:?}");
@@ -353,6 +363,8 @@ mod tests {
             "--max-streams-per-user",
             "1",
             "--max-streams",
+            "1",
+            "--max-streams-per-client",
             "1",
         ];
         assert!(Config::from_args(args).is_ok());

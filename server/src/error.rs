@@ -1,11 +1,13 @@
 //! Errors at the HTTP edge: a status and a one-line plain-text reason.
 
 use axum::{
-    http::{StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
-use crate::{hub::SubscribeError, refusals::Limit};
+use std::time::Duration;
+
+use crate::{budget::Full, hub::SubscribeError, refusals::Limit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -17,6 +19,8 @@ pub enum AppError {
     Subscribe(#[from] SubscribeError),
     #[error("server is at its limit of {0} open streams")]
     ServerFull(usize),
+    #[error("this client is at its limit of {max} open streams")]
+    ClientStreams { max: usize, retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
     #[error("no such endpoint")]
@@ -31,12 +35,35 @@ impl From<wire::UsernameError> for AppError {
     }
 }
 
+impl From<Full> for AppError {
+    fn from(full: Full) -> Self {
+        match full {
+            Full::Server { max } => Self::ServerFull(max),
+            Full::Client { max, retry_after } => Self::ClientStreams { max, retry_after },
+        }
+    }
+}
+
+/// `Retry-After` for a wait: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 impl AppError {
     /// The limit that refused the request, if that is what this is.
     pub fn limit(&self) -> Option<Limit> {
         match self {
             Self::ServerFull(_) => Some(Limit::Streams),
             Self::Subscribe(SubscribeError::UserLimit(_)) => Some(Limit::StreamsPerUser),
+            Self::ClientStreams { .. } => Some(Limit::StreamsPerClient),
+            _ => None,
+        }
+    }
+
+    /// Seconds the client should wait before trying again, if it is told.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::ClientStreams { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -45,7 +72,9 @@ impl AppError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Subscribe(SubscribeError::UserLimit(_)) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Subscribe(SubscribeError::UserLimit(_)) | Self::ClientStreams { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Subscribe(SubscribeError::ShuttingDown)
             | Self::ServerFull(_)
             | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -65,11 +94,17 @@ impl IntoResponse for AppError {
             tracing::debug!(%status, reason = %self, "request refused");
         }
         let body = format!("{self}\n");
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }

@@ -21,16 +21,19 @@ pub enum Limit {
     Streams,
     /// `--max-streams-per-user`, per user and API version (429).
     StreamsPerUser,
+    /// `--max-streams-per-client`, per client across all versions (429).
+    StreamsPerClient,
 }
 
 impl Limit {
-    pub const ALL: [Self; 2] = [Self::Streams, Self::StreamsPerUser];
+    pub const ALL: [Self; 3] = [Self::Streams, Self::StreamsPerUser, Self::StreamsPerClient];
 
     /// The `limit` label in `/metrics` and in the log.
     pub fn name(self) -> &'static str {
         match self {
             Self::Streams => "streams",
             Self::StreamsPerUser => "streams_per_user",
+            Self::StreamsPerClient => "streams_per_client",
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::{
     budget::StreamBudget,
     client::TrustedProxies,
     config::Config,
+    error::retry_after_secs,
     hub::{Hub, HubConfig, Numbering},
     kafka::Kafka,
     refusals::Refusals,
@@ -42,7 +43,11 @@ impl AppState {
             })
         };
         Self {
-            budget: StreamBudget::new(config.max_streams),
+            budget: StreamBudget::new(
+                config.max_streams,
+                config.max_streams_per_client,
+                retry_after_secs(config.retry),
+            ),
             trusted: TrustedProxies::new(&config.trusted_proxies),
             refusals: Refusals::default(),
             v2: hub("v2", Numbering::Own),

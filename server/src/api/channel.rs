@@ -104,10 +104,10 @@ async fn subscribe(
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let last = query.last_seen(&headers);
-    let permit = channel.budget.try_acquire().ok_or_else(|| {
-        let full = AppError::ServerFull(channel.budget.max());
-        channel.refusals.noted(full, client)
-    })?;
+    let permit = channel
+        .budget
+        .try_acquire(client)
+        .map_err(|full| channel.refusals.noted(full.into(), client))?;
     let sub = channel
         .hub
         .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))

@@ -36,6 +36,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     let _ = writeln!(out, "# TYPE ssepush_streams_open gauge");
     let _ = writeln!(out, "ssepush_streams_open {}", state.budget.open());
+    let _ = writeln!(out, "# TYPE ssepush_stream_clients gauge");
+    let _ = writeln!(out, "ssepush_stream_clients {}", state.budget.clients());
     // One walk over each hub's shards per scrape, shared by every series below.
     let stats = state.hubs().map(|hub| (hub.name(), hub.stats()));
     let mut gauge = |name: &str, kind: &str, f: &dyn Fn(&crate::hub::HubStats) -> u64| {

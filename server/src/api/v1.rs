@@ -13,10 +13,10 @@ pub async fn sse(
 ) -> Result<Response, AppError> {
     let user = query.username()?;
     tracing::Span::current().record("user", user);
-    let permit = state.budget.try_acquire().ok_or_else(|| {
-        let full = AppError::ServerFull(state.budget.max());
-        state.refusals.noted(full, client)
-    })?;
+    let permit = state
+        .budget
+        .try_acquire(client)
+        .map_err(|full| state.refusals.noted(full.into(), client))?;
     let c = &state.config;
     let body = stream::v1(
         c.v1_interval,
