@@ -73,6 +73,15 @@ pub struct Config {
     #[arg(long, env = "MAX_STREAMS_PER_CLIENT", default_value_t = 64)]
     pub max_streams_per_client: usize,
 
+    /// Messages a client may POST per second, v2 and v3 together (a token bucket per client).
+    #[arg(long, env = "PUBLISH_RATE", default_value_t = 50)]
+    pub publish_rate: u32,
+
+    /// How many messages a client may POST at once before --publish-rate applies (the
+    /// bucket's size).
+    #[arg(long, env = "PUBLISH_BURST", default_value_t = 100)]
+    pub publish_burst: u32,
+
     /// A reverse proxy whose `X-Forwarded-For` is believed, as a CIDR or an address
     /// (repeatable; the env variable takes a comma-separated list). Without one, every client
     /// is its TCP peer address and `X-Forwarded-For` is ignored.
@@ -201,6 +210,8 @@ impl Config {
             ("--max-streams-per-user", self.max_streams_per_user),
             ("--max-streams", self.max_streams),
             ("--max-streams-per-client", self.max_streams_per_client),
+            ("--publish-rate", self.publish_rate as usize),
+            ("--publish-burst", self.publish_burst as usize),
         ];
         if let Some((flag, value)) = counts.into_iter().find(|&(_, value)| value < 1) {
             return Err(format!("{flag} must be at least 1 (got {value})"));
@@ -323,6 +334,14 @@ mod tests {
                 &["--max-streams-per-client", "0"],
                 "--max-streams-per-client must be at least 1 (got 0)",
             ),
+            (
+                &["--publish-rate", "0"],
+                "--publish-rate must be at least 1 (got 0)",
+            ),
+            (
+                &["--publish-burst", "0"],
+                "--publish-burst must be at least 1 (got 0)",
+            ),
         ];
         for (args, reason) in cases {
             assert_eq!(refusal(args), *reason, "{args:?}");
@@ -365,6 +384,10 @@ mod tests {
             "--max-streams",
             "1",
             "--max-streams-per-client",
+            "1",
+            "--publish-rate",
+            "1",
+            "--publish-burst",
             "1",
         ];
         assert!(Config::from_args(args).is_ok());

@@ -7,7 +7,7 @@ use axum::{
 
 use std::time::Duration;
 
-use crate::{budget::Full, hub::SubscribeError, refusals::Limit};
+use crate::{budget::Full, hub::SubscribeError, publish_rate::Exceeded, refusals::Limit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -21,6 +21,15 @@ pub enum AppError {
     ServerFull(usize),
     #[error("this client is at its limit of {max} open streams")]
     ClientStreams { max: usize, retry_after: u64 },
+    #[error(
+        "this client is over its publish limit (rate {rate}/s, burst {burst}); retry in \
+         {retry_after} s"
+    )]
+    PublishRate {
+        rate: u32,
+        burst: u32,
+        retry_after: u64,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("no such endpoint")]
@@ -44,6 +53,16 @@ impl From<Full> for AppError {
     }
 }
 
+impl From<Exceeded> for AppError {
+    fn from(e: Exceeded) -> Self {
+        Self::PublishRate {
+            rate: e.rate,
+            burst: e.burst,
+            retry_after: retry_after_secs(e.wait),
+        }
+    }
+}
+
 /// `Retry-After` for a wait: whole seconds, rounded up, at least 1.
 pub fn retry_after_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
@@ -56,6 +75,7 @@ impl AppError {
             Self::ServerFull(_) => Some(Limit::Streams),
             Self::Subscribe(SubscribeError::UserLimit(_)) => Some(Limit::StreamsPerUser),
             Self::ClientStreams { .. } => Some(Limit::StreamsPerClient),
+            Self::PublishRate { .. } => Some(Limit::PublishRate),
             _ => None,
         }
     }
@@ -63,7 +83,9 @@ impl AppError {
     /// Seconds the client should wait before trying again, if it is told.
     fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::ClientStreams { retry_after, .. } => Some(*retry_after),
+            Self::ClientStreams { retry_after, .. } | Self::PublishRate { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -72,9 +94,9 @@ impl AppError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Subscribe(SubscribeError::UserLimit(_)) | Self::ClientStreams { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::Subscribe(SubscribeError::UserLimit(_))
+            | Self::ClientStreams { .. }
+            | Self::PublishRate { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Subscribe(SubscribeError::ShuttingDown)
             | Self::ServerFull(_)
             | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -20,6 +20,7 @@ pub mod error;
 pub mod frame;
 pub mod hub;
 pub mod kafka;
+pub mod publish_rate;
 pub mod refusals;
 pub mod serve;
 pub mod state;
@@ -86,8 +87,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Expires history and forgets idle users, so memory follows the live load; reports refusals
-/// that no log line has yet.
+/// Expires history, forgets idle users and publishers whose buckets have refilled, so memory
+/// follows the live load; reports refusals that no log line has yet.
 async fn sweep(state: AppState, token: CancellationToken) {
     let period =
         (state.config.history_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -98,6 +99,7 @@ async fn sweep(state: AppState, token: CancellationToken) {
             () = token.cancelled() => return,
             _ = tick.tick() => {
                 state.hubs().iter().for_each(|hub| hub.sweep());
+                state.publish_rate.sweep();
                 state.refusals.flush();
             }
         }

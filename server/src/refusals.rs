@@ -23,10 +23,17 @@ pub enum Limit {
     StreamsPerUser,
     /// `--max-streams-per-client`, per client across all versions (429).
     StreamsPerClient,
+    /// `--publish-rate` and `--publish-burst`, per client across v2 and v3 (429).
+    PublishRate,
 }
 
 impl Limit {
-    pub const ALL: [Self; 3] = [Self::Streams, Self::StreamsPerUser, Self::StreamsPerClient];
+    pub const ALL: [Self; 4] = [
+        Self::Streams,
+        Self::StreamsPerUser,
+        Self::StreamsPerClient,
+        Self::PublishRate,
+    ];
 
     /// The `limit` label in `/metrics` and in the log.
     pub fn name(self) -> &'static str {
@@ -34,6 +41,7 @@ impl Limit {
             Self::Streams => "streams",
             Self::StreamsPerUser => "streams_per_user",
             Self::StreamsPerClient => "streams_per_client",
+            Self::PublishRate => "publish_rate",
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     error::retry_after_secs,
     hub::{Hub, HubConfig, Numbering},
     kafka::Kafka,
+    publish_rate::PublishRate,
     refusals::Refusals,
 };
 
@@ -20,6 +21,8 @@ pub struct AppState {
     pub budget: StreamBudget,
     /// Whose `X-Forwarded-For` names the client.
     pub trusted: TrustedProxies,
+    /// Each client's bucket of v2 and v3 POSTs.
+    pub publish_rate: PublishRate,
     /// Requests refused by a limit, counted and logged.
     pub refusals: Refusals,
     pub v2: Hub,
@@ -49,6 +52,7 @@ impl AppState {
                 retry_after_secs(config.retry),
             ),
             trusted: TrustedProxies::new(&config.trusted_proxies),
+            publish_rate: PublishRate::new(config.publish_rate, config.publish_burst),
             refusals: Refusals::default(),
             v2: hub("v2", Numbering::Own),
             v3: hub("v3", Numbering::Source),

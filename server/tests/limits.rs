@@ -370,3 +370,78 @@ async fn forwarded_for_is_ignored_without_a_trusted_proxy() {
     server.stop().await;
     server2.stop().await;
 }
+
+/// POSTs `hi` to user `demo` on `version`, with `X-Forwarded-For: xff`.
+async fn post_as(server: &TestServer, version: &str, xff: &str) -> reqwest::Response {
+    client()
+        .post(server.url(&format!("/{version}/message?username=demo")))
+        .header("x-forwarded-for", xff)
+        .body("hi")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A client gets its burst of POSTs, v2 and v3 together, then 429 with `Retry-After` until its
+/// bucket refills; other clients are not held up.
+#[tokio::test]
+async fn publishing_is_rate_limited_per_client() {
+    let server = spawn(&[
+        "--publish-rate",
+        "1",
+        "--publish-burst",
+        "5",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+    ])
+    .await;
+    // v3 answers 503 here (Kafka is off), but its POSTs take tokens all the same.
+    for (version, status) in [
+        ("v2", 200),
+        ("v3", 503),
+        ("v2", 200),
+        ("v3", 503),
+        ("v2", 200),
+    ] {
+        assert_eq!(post_as(&server, version, ALICE).await.status(), status);
+    }
+    // One token a second comes back: a busy machine may let one more through, never many.
+    let mut refused = None;
+    for _ in 0..50 {
+        let response = post_as(&server, "v2", ALICE).await;
+        if response.status() == 429 {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let refused = refused.expect("a 429 once the burst is spent");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    expect(
+        refused,
+        429,
+        "publish limit (rate 1/s, burst 5); retry in 1 s",
+    )
+    .await;
+    // Another client has its own bucket.
+    assert_eq!(post_as(&server, "v2", BOB).await.status(), 200);
+    assert!(server.metric(&limited("publish_rate")).await >= 1);
+    // Alice's bucket is far from full: the sweep keeps it.
+    assert!(server.metric("ssepush_publish_rate_clients").await >= 1);
+    server.stop().await;
+}
+
+/// Without a trusted proxy, every POST from this host is one client, whatever it forwards.
+#[tokio::test]
+async fn spoofed_forwarded_for_does_not_buy_more_posts() {
+    let server = spawn(&["--publish-rate", "1", "--publish-burst", "3"]).await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let response = post_as(&server, "v2", &format!("203.0.113.{i}")).await;
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses[..3], [200, 200, 200]);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(server.metric("ssepush_publish_rate_clients").await, 1);
+    server.stop().await;
+}

@@ -18,6 +18,7 @@ use crate::{
     error::AppError,
     hub::Hub,
     kafka::Kafka,
+    publish_rate::PublishRate,
     refusals::Refusals,
     serve::Disconnect,
     state::AppState,
@@ -39,6 +40,7 @@ pub struct Channel {
     sink: Sink,
     budget: StreamBudget,
     trusted: TrustedProxies,
+    publish_rate: PublishRate,
     refusals: Refusals,
     limits: Arc<Limits>,
 }
@@ -57,6 +59,7 @@ impl Channel {
             sink,
             budget: state.budget.clone(),
             trusted: state.trusted.clone(),
+            publish_rate: state.publish_rate.clone(),
             refusals: state.refusals.clone(),
             limits: Arc::new(Limits {
                 retry: c.retry,
@@ -121,9 +124,15 @@ async fn subscribe(
 #[tracing::instrument(level = "debug", skip_all, fields(hub = channel.hub.name(), user))]
 async fn publish(
     State(channel): State<Channel>,
+    Client(client): Client,
     query: StreamQuery,
     request: Request,
 ) -> Result<Json<wire::Published>, AppError> {
+    // First: every POST takes a token, whatever becomes of it.
+    channel
+        .publish_rate
+        .check(client)
+        .map_err(|e| channel.refusals.noted(e.into(), client))?;
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let wait = query.wait_delivered()?;

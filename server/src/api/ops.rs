@@ -51,6 +51,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     gauge("history_messages", "gauge", &|s| s.history as u64);
     gauge("published_total", "counter", &|s| s.published);
     gauge("slow_streams_closed_total", "counter", &|s| s.slow_closed);
+    let _ = writeln!(out, "# TYPE ssepush_publish_rate_clients gauge");
+    let _ = writeln!(
+        out,
+        "ssepush_publish_rate_clients {}",
+        state.publish_rate.tracked()
+    );
     let _ = writeln!(out, "# TYPE ssepush_limited_total counter");
     for limit in Limit::ALL {
         let (name, n) = (limit.name(), state.refusals.total(limit));
