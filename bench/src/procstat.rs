@@ -236,6 +236,13 @@ impl Spawned {
     }
 }
 
+/// Lifts ssepush's per-client limits, which the scenarios' single client would hit at once.
+const UNLIMITED_CLIENT: &[&str] = &[
+    "--max-streams-per-client=1000000",
+    "--publish-rate=1000000000",
+    "--publish-burst=1000000000",
+];
+
 /// A running server under test.
 pub struct Server {
     pub kind: Kind,
@@ -259,6 +266,8 @@ impl Server {
                 // Kafka off unless a scenario passes brokers (a later flag wins): an absent
                 // broker would only add librdkafka's reconnect loop to the measured CPU.
                 args.push("--kafka-brokers=".into());
+                // Every load comes from 127.0.0.1: one client, as the per-client limits see it.
+                args.extend(UNLIMITED_CLIENT.iter().map(|a| a.to_string()));
                 args.extend(bins.ssepush_args.iter().cloned());
                 &bins.ssepush
             }

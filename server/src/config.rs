@@ -1,6 +1,7 @@
 //! Runtime configuration: every port, interval, limit and path is a flag with an env fallback.
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
+use ipnet::IpNet;
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
@@ -97,6 +98,32 @@ pub struct Config {
     /// Open streams allowed on this server, all versions together.
     #[arg(long, env = "MAX_STREAMS", default_value_t = 19_500)]
     pub max_streams: usize,
+
+    /// Open streams allowed per client (an IPv4 address or IPv6 /64; see --trusted-proxy), all
+    /// versions together.
+    #[arg(long, env = "MAX_STREAMS_PER_CLIENT", default_value_t = 64)]
+    pub max_streams_per_client: usize,
+
+    /// Messages a client may POST per second, v2 and v3 together (a token bucket per client).
+    #[arg(long, env = "PUBLISH_RATE", default_value_t = 50)]
+    pub publish_rate: u32,
+
+    /// How many messages a client may POST at once before --publish-rate applies (the
+    /// bucket's size).
+    #[arg(long, env = "PUBLISH_BURST", default_value_t = 100)]
+    pub publish_burst: u32,
+
+    /// A reverse proxy whose `X-Forwarded-For` is believed, as a CIDR or an address
+    /// (repeatable; the env variable takes a comma-separated list). Without one, every client
+    /// is its TCP peer address and `X-Forwarded-For` is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = crate::client::parse_cidr
+    )]
+    pub trusted_proxies: Vec<IpNet>,
 
     /// Kafka bootstrap servers for v3; empty switches Kafka off (v3 POSTs then answer 503).
     #[arg(long, env = "KAFKA_BROKERS", default_value = "localhost:9092")]
@@ -233,6 +260,9 @@ impl Config {
             ("--max-body", self.max_body),
             ("--max-streams-per-user", self.max_streams_per_user),
             ("--max-streams", self.max_streams),
+            ("--max-streams-per-client", self.max_streams_per_client),
+            ("--publish-rate", self.publish_rate as usize),
+            ("--publish-burst", self.publish_burst as usize),
         ];
         if let Some((flag, value)) = counts.into_iter().find(|&(_, value)| value < 1) {
             return Err(format!("{flag} must be at least 1 (got {value})"));
@@ -269,6 +299,22 @@ mod tests {
             .unwrap();
         assert_eq!(c.keep_alive, Duration::from_millis(250));
         assert_eq!(c.history_ttl, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn trusted_proxies_repeat_and_split() {
+        let c = Config::try_parse_from([
+            "ssepush",
+            "--trusted-proxy",
+            "10.0.0.0/8,192.168.1.1",
+            "--trusted-proxy=fd00::/8",
+        ])
+        .unwrap();
+        let shown: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.168.1.1/32", "fd00::/8"]);
+        assert!(Config::defaults().trusted_proxies.is_empty());
+        let bad = Config::try_parse_from(["ssepush", "--trusted-proxy", "10.0.0.0/33"]);
+        assert_eq!(bad.unwrap_err().kind(), ErrorKind::ValueValidation);
     }
 
     #[test]
@@ -348,6 +394,18 @@ mod tests {
                 &["--max-streams", "0"],
                 "--max-streams must be at least 1 (got 0)",
             ),
+            (
+                &["--max-streams-per-client", "0"],
+                "--max-streams-per-client must be at least 1 (got 0)",
+            ),
+            (
+                &["--publish-rate", "0"],
+                "--publish-rate must be at least 1 (got 0)",
+            ),
+            (
+                &["--publish-burst", "0"],
+                "--publish-burst must be at least 1 (got 0)",
+            ),
         ];
         for (args, reason) in cases {
             assert_eq!(refusal(args), *reason, "{args:?}");
@@ -388,6 +446,12 @@ mod tests {
             "--max-streams-per-user",
             "1",
             "--max-streams",
+            "1",
+            "--max-streams-per-client",
+            "1",
+            "--publish-rate",
+            "1",
+            "--publish-burst",
             "1",
         ];
         assert!(Config::from_args(args).is_ok());

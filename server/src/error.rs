@@ -1,11 +1,13 @@
 //! Errors at the HTTP edge: a status and a one-line plain-text reason.
 
 use axum::{
-    http::{StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
-use crate::hub::SubscribeError;
+use std::time::Duration;
+
+use crate::{budget::Full, hub::SubscribeError, publish_rate::Exceeded, refusals::Limit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -23,6 +25,17 @@ pub enum AppError {
     ServerFull(usize),
     #[error("request body not received within {}", humantime::format_duration(*.0))]
     BodyTimeout(std::time::Duration),
+    #[error("this client is at its limit of {max} open streams")]
+    ClientStreams { max: usize, retry_after: u64 },
+    #[error(
+        "this client is over its publish limit (rate {rate}/s, burst {burst}); retry in \
+         {retry_after} s"
+    )]
+    PublishRate {
+        rate: u32,
+        burst: u32,
+        retry_after: u64,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("no such endpoint")]
@@ -37,12 +50,62 @@ impl From<wire::UsernameError> for AppError {
     }
 }
 
+impl From<Full> for AppError {
+    fn from(full: Full) -> Self {
+        match full {
+            Full::Server { max } => Self::ServerFull(max),
+            Full::Client { max, retry_after } => Self::ClientStreams { max, retry_after },
+        }
+    }
+}
+
+impl From<Exceeded> for AppError {
+    fn from(e: Exceeded) -> Self {
+        Self::PublishRate {
+            rate: e.rate,
+            burst: e.burst,
+            retry_after: retry_after_secs(e.wait),
+        }
+    }
+}
+
+/// `Retry-After` for a wait: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 impl AppError {
+    /// The limit that refused the request, if that is what this is.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            Self::ServerFull(_) => Some(Limit::Streams),
+            Self::Subscribe(SubscribeError::UserLimit(_)) => Some(Limit::StreamsPerUser),
+            Self::ClientStreams { .. } => Some(Limit::StreamsPerClient),
+            Self::PublishRate { .. } => Some(Limit::PublishRate),
+            Self::TooLarge(_) => Some(Limit::BodyBytes),
+            Self::FrameTooLarge { .. } => Some(Limit::FrameBytes),
+            Self::BodyTimeout(_) => Some(Limit::BodyTimeout),
+            _ => None,
+        }
+    }
+
+    /// Seconds the client should wait before trying again, if it is told.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::ClientStreams { retry_after, .. } | Self::PublishRate { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) | Self::FrameTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Subscribe(SubscribeError::UserLimit(_)) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Subscribe(SubscribeError::UserLimit(_))
+            | Self::ClientStreams { .. }
+            | Self::PublishRate { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Subscribe(SubscribeError::ShuttingDown)
             | Self::ServerFull(_)
             | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -56,17 +119,24 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // Limits log their refusals themselves, throttled ([`crate::refusals`]).
+        if status.is_server_error() && self.limit().is_none() {
             tracing::warn!(%status, reason = %self, "request refused");
         } else {
             tracing::debug!(%status, reason = %self, "request refused");
         }
         let body = format!("{self}\n");
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }

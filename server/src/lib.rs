@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: flags and env vars.
+//! - [`client`]: who a request comes from, for the per-client limits.
 //! - [`frame`]: the SSE wire format.
 //! - [`hub`]: the per-user registry, history and bounded per-stream queues.
 //! - [`kafka`]: v3's consumer and producer.
@@ -13,6 +14,7 @@
 pub mod api;
 pub mod assets;
 pub mod budget;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod frame;
@@ -20,6 +22,8 @@ pub mod frame;
 pub mod fuzzing;
 pub mod hub;
 pub mod kafka;
+pub mod publish_rate;
+pub mod refusals;
 pub mod serve;
 pub mod state;
 pub mod stream;
@@ -55,7 +59,7 @@ pub async fn run(
         }
     };
     let grace = state.config.shutdown_grace;
-    let options = serve::Options::from_config(&state.config);
+    let options = serve::Options::new(&state.config, state.refusals.clone());
     tokio::spawn(sweep(state.clone(), token.clone()));
     tokio::spawn({
         let (state, token) = (state.clone(), token.clone());
@@ -87,7 +91,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Expires history and forgets idle users, so memory follows the live load.
+/// Expires history, forgets idle users and publishers whose buckets have refilled, so memory
+/// follows the live load; reports refusals that no log line has yet.
 async fn sweep(state: AppState, token: CancellationToken) {
     let period =
         (state.config.history_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -96,7 +101,11 @@ async fn sweep(state: AppState, token: CancellationToken) {
     loop {
         tokio::select! {
             () = token.cancelled() => return,
-            _ = tick.tick() => state.hubs().iter().for_each(|hub| hub.sweep()),
+            _ = tick.tick() => {
+                state.hubs().iter().for_each(|hub| hub.sweep());
+                state.publish_rate.sweep();
+                state.refusals.flush();
+            }
         }
     }
 }

@@ -45,7 +45,11 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::write_timeout::WriteTimeout;
+use crate::{
+    client::ClientAddr,
+    refusals::{Limit, Refusals},
+    write_timeout::WriteTimeout,
+};
 
 /// Cuts the TCP connection a request arrived on. Found in request extensions.
 ///
@@ -137,7 +141,7 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 }
 
 /// How connections are served.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Options {
     /// How long open connections may take to finish once shutdown starts.
     pub grace: Duration,
@@ -145,14 +149,17 @@ pub struct Options {
     pub head_timeout: Duration,
     /// How long a connection may go without the socket taking a byte it has to send.
     pub write_timeout: Duration,
+    /// Where connections cut by the write timeout are counted.
+    pub refusals: Refusals,
 }
 
 impl Options {
-    pub fn from_config(config: &crate::Config) -> Self {
+    pub fn new(config: &crate::Config, refusals: Refusals) -> Self {
         Self {
             grace: config.shutdown_grace,
             head_timeout: config.head_timeout,
             write_timeout: config.write_timeout,
+            refusals,
         }
     }
 }
@@ -178,7 +185,7 @@ pub async fn serve(
         .with_retries(KEEPALIVE_RETRIES);
     let mut last_accept_warning: Option<Instant> = None;
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -203,12 +210,13 @@ pub async fn serve(
         let handle = Disconnect::new(false);
         let conn = Connection {
             accepted: Instant::now(),
-            options,
+            options: options.clone(),
             app: app.clone(),
             http: http.clone(),
             // Held for the connection's life, so shutdown waits for it.
             watcher: graceful.watcher(),
             handle: handle.clone(),
+            peer,
         };
         let task = tokio::spawn(conn.run(tcp, shutdown.clone()));
         let _ = handle.0.task.set(task.abort_handle());
@@ -247,6 +255,8 @@ struct Connection {
     http: Arc<http1::Builder>,
     watcher: Watcher,
     handle: Disconnect,
+    /// The TCP peer, given to every request as a [`ClientAddr`].
+    peer: SocketAddr,
 }
 
 impl Connection {
@@ -276,6 +286,7 @@ impl Connection {
             http,
             watcher,
             handle,
+            peer,
         } = self;
         // The first head's time started with the connection: what the wait for its first byte
         // took is not given again. Later heads each get the full time.
@@ -290,6 +301,7 @@ impl Connection {
             None => return,
         };
         let svc = app.map_request(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ClientAddr(peer));
             // Only streams are ever cut; other requests skip the extension.
             if req.method() == Method::GET && STREAM_PATHS.contains(&req.uri().path()) {
                 req.extensions_mut().insert(handle.clone());
@@ -300,7 +312,12 @@ impl Connection {
         let conn = http.serve_connection(io, TowerToHyperService::new(svc));
         // Boxed so that the connection task of a stream, the common case, is not sized for it.
         if let Err(e) = Box::pin(watcher.watch(conn)).await {
-            tracing::debug!(error = %e, "connection ended with an error");
+            let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<io::Error>());
+            if source.is_some_and(|io| io.kind() == io::ErrorKind::TimedOut) {
+                write_timed_out(&options.refusals, peer, options.write_timeout);
+            } else {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
         }
     }
 
@@ -316,10 +333,13 @@ impl Connection {
         let handle = Disconnect::new(true);
         let mut request = head.request;
         request.extensions_mut().insert(handle.clone());
+        request.extensions_mut().insert(ClientAddr(self.peer));
         let Ok(response) = self.app.clone().oneshot(request).await;
         let stop = Stop {
             cut: handle.issued().cloned(),
             timeout: self.options.write_timeout,
+            refusals: self.options.refusals.clone(),
+            peer: self.peer,
         };
         drop(handle);
         let (parts, mut body) = response.into_parts();
@@ -637,13 +657,15 @@ struct Stop {
     cut: Option<CancellationToken>,
     /// The socket took no byte for this long.
     timeout: Duration,
+    refusals: Refusals,
+    peer: SocketAddr,
 }
 
 /// Writes all of `buf`, unless the hub cuts the stream or the socket takes nothing for the
 /// write timeout.
 async fn write_all(tcp: &mut TcpStream, buf: &[u8], stop: &Stop) -> io::Result<()> {
     let mut write = WriteTimeout::new(tcp, stop.timeout);
-    match &stop.cut {
+    let written = match &stop.cut {
         None => write.write_all(buf).await,
         Some(cut) => tokio::select! {
             written = write.write_all(buf) => written,
@@ -652,7 +674,21 @@ async fn write_all(tcp: &mut TcpStream, buf: &[u8], stop: &Stop) -> io::Result<(
                 Err(io::ErrorKind::ConnectionAborted.into())
             }
         },
+    };
+    if let Err(e) = &written
+        && e.kind() == io::ErrorKind::TimedOut
+    {
+        write_timed_out(&stop.refusals, stop.peer, stop.timeout);
     }
+    written
+}
+
+fn write_timed_out(refusals: &Refusals, peer: SocketAddr, timeout: Duration) {
+    let reason = format!(
+        "the socket took no bytes for {}; connection closed",
+        humantime::format_duration(timeout)
+    );
+    refusals.note(Limit::WriteTimeout, peer.ip(), &reason);
 }
 
 /// Writes `size` (the chunk's size line), `data` and CRLF as far as the socket takes them now.
@@ -695,7 +731,7 @@ mod tests {
         let token = CancellationToken::new();
         let state = AppState::new(config, token.clone());
         let app = api::router(state.clone());
-        let mut options = Options::from_config(&state.config);
+        let mut options = Options::new(&state.config, state.refusals.clone());
         options.grace = Duration::from_secs(2);
         let task = tokio::spawn(serve(listener, app, token.clone(), options));
         Running {
@@ -884,6 +920,8 @@ mod tests {
             .await
             .unwrap_or_else(|_| panic!("HTTP/{version}: the stalled stream was not cut"));
             assert_eq!(server.state.v2.stats().slow_closed, 0, "HTTP/{version}");
+            let cut = server.state.refusals.total(Limit::WriteTimeout);
+            assert_eq!(cut, 1, "HTTP/{version}: counted in /metrics");
             server.stop().await;
         }
     }

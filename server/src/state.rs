@@ -1,19 +1,30 @@
 //! What every handler can reach.
 
+use axum::extract::FromRef;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     budget::StreamBudget,
+    client::TrustedProxies,
     config::Config,
+    error::retry_after_secs,
     hub::{HistoryMemory, Hub, HubConfig, Numbering},
     kafka::Kafka,
+    publish_rate::PublishRate,
+    refusals::Refusals,
 };
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub budget: StreamBudget,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted: TrustedProxies,
+    /// Each client's bucket of v2 and v3 POSTs.
+    pub publish_rate: PublishRate,
+    /// Requests refused by a limit, counted and logged.
+    pub refusals: Refusals,
     pub v2: Hub,
     pub v3: Hub,
     /// The history budget both hubs share.
@@ -41,7 +52,14 @@ impl AppState {
             )
         };
         Self {
-            budget: StreamBudget::new(config.max_streams),
+            budget: StreamBudget::new(
+                config.max_streams,
+                config.max_streams_per_client,
+                retry_after_secs(config.retry),
+            ),
+            trusted: TrustedProxies::new(&config.trusted_proxies),
+            publish_rate: PublishRate::new(config.publish_rate, config.publish_burst),
+            refusals: Refusals::default(),
             v2: hub("v2", Numbering::Own),
             v3: hub("v3", Numbering::Source),
             memory,
@@ -53,5 +71,11 @@ impl AppState {
 
     pub fn hubs(&self) -> [&Hub; 2] {
         [&self.v2, &self.v3]
+    }
+}
+
+impl FromRef<AppState> for TrustedProxies {
+    fn from_ref(state: &AppState) -> Self {
+        state.trusted.clone()
     }
 }

@@ -181,7 +181,8 @@ mod tests {
             HistoryMemory::new(1 << 20),
         );
         let sub = hub.subscribe("u", &LastSeen::Nothing, None).unwrap();
-        let permit = StreamBudget::new(1).try_acquire().unwrap();
+        let client = crate::client::ClientKey::V4(std::net::Ipv4Addr::LOCALHOST);
+        let permit = StreamBudget::new(1, 1, 1).try_acquire(client).unwrap();
         let every = Duration::from_millis(300);
         let mut stream = HubStream::new(sub, Duration::from_secs(2), every, permit);
         let opened = Instant::now();

@@ -32,7 +32,8 @@ struct Server {
 }
 
 impl Server {
-    async fn start() -> Self {
+    /// Starts the binary with short timeouts, the history budget, and `more` flags.
+    async fn start(more: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let dist = dir.path().join("dist");
         std::fs::create_dir(&dist).unwrap();
@@ -47,6 +48,7 @@ impl Server {
             .args(["--history-max-bytes", &format!("{BUDGET_MIB}MiB")])
             .args(["--body-timeout", "1s", "--head-timeout", "3s"])
             .args(["--write-timeout", "2s", "--queue-len", "64"])
+            .args(more)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -102,6 +104,10 @@ impl Server {
     }
 
     async fn streams_open(&self) -> u64 {
+        self.metric("ssepush_streams_open").await
+    }
+
+    async fn metric(&self, name: &str) -> u64 {
         let text = reqwest::get(format!("{}/metrics", self.base))
             .await
             .unwrap()
@@ -109,8 +115,8 @@ impl Server {
             .await
             .unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix("ssepush_streams_open ")?.parse().ok())
-            .unwrap()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
     }
 }
 
@@ -158,7 +164,7 @@ fn post(user: &str, body: &[u8]) -> Vec<u8> {
 /// Messages of line breaks for 10,000 users: 420 MB as events, without a bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_across_ten_thousand_users_stays_within_the_history_budget() {
-    let server = Server::start().await;
+    let server = Server::start(&["--publish-rate", "1000000", "--publish-burst", "1000000"]).await;
     let rss_at_start = server.rss_mib();
     let client = reqwest::Client::new();
     let body = "\n".repeat(6_000);
@@ -202,7 +208,18 @@ async fn a_flood_across_ten_thousand_users_stays_within_the_history_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_client_leaves_the_server_bounded_and_working() {
-    let mut server = Server::start().await;
+    // The floods below come from one address; stream slots per client are tested as set.
+    let mut server = Server::start(&[
+        "--publish-rate",
+        "1000000",
+        "--publish-burst",
+        "1000000",
+        "--max-streams",
+        "100",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+    ])
+    .await;
     let fds_at_start = server.open_fds();
     let rss_at_start = server.rss_mib();
 
@@ -253,8 +270,49 @@ async fn a_hostile_client_leaves_the_server_bounded_and_working() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(stalled);
+    let cut = server
+        .metric("ssepush_limited_total{limit=\"write_timeout\"}")
+        .await;
+    assert_eq!(cut, 16, "write timeouts counted");
 
-    // 3. Bodies that never finish get 408, and the connection is closed.
+    // 3. Stream slots: one client can't take them all. Its 65th stream is refused with 429,
+    // while another client (behind the trusted proxy) still gets in.
+    let mut hogs = Vec::new();
+    for i in 0..64 {
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(
+            format!("GET /v1/sse?username=hog{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut first = [0u8; 12];
+        tcp.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200", "stream {i}");
+        hogs.push(tcp);
+    }
+    let (text, _) = server
+        .raw(
+            b"GET /v1/sse?username=hog64 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(text.starts_with("HTTP/1.1 429 "), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("\r\nretry-after: "),
+        "{text}"
+    );
+    let mut other = TcpStream::connect(server.addr).await.unwrap();
+    other
+        .write_all(b"GET /v1/sse?username=real HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    other.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    server.count("HTTP/1.1 200");
+    drop((hogs, other));
+
+    // 4. Bodies that never finish get 408, and the connection is closed.
     for request in [
         &b"POST /v2/message?username=b HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n"[..],
         b"POST /v2/message?username=b HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
@@ -287,7 +345,7 @@ async fn a_hostile_client_leaves_the_server_bounded_and_working() {
     server.count(&text);
     assert!(text.starts_with("HTTP/1.1 408 ") && closed, "{text}");
 
-    // 4. A head that is slow to start and then trickles: the wait for its first byte counts
+    // 5. A head that is slow to start and then trickles: the wait for its first byte counts
     // toward the head timeout (3 s) instead of stacking with it.
     let mut slow = TcpStream::connect(server.addr).await.unwrap();
     let opened = Instant::now();
@@ -308,7 +366,7 @@ async fn a_hostile_client_leaves_the_server_bounded_and_working() {
         "a 3 s head timeout took {took:?} (stacked would be ~5.5 s)"
     );
 
-    // 5. Pipelining. After a stream's head, what follows is never answered inside the stream.
+    // 6. Pipelining. After a stream's head, what follows is never answered inside the stream.
     let mut piped = TcpStream::connect(server.addr).await.unwrap();
     piped
         .write_all(b"GET /v2/sse?username=piped HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -340,7 +398,7 @@ async fn a_hostile_client_leaves_the_server_bounded_and_working() {
     assert_eq!(statuses(&text), vec![400, 200, 200, 200], "{text}");
     assert!(closed && text.ends_with("ok\n"), "{text}");
 
-    // 6. Conflicting framing is refused and nothing smuggled behind it is answered.
+    // 7. Conflicting framing is refused and nothing smuggled behind it is answered.
     for request in [
         &b"POST /v2/message?username=s HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"[..],
         b"POST /v2/message?username=s HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabcGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -357,7 +415,7 @@ async fn a_hostile_client_leaves_the_server_bounded_and_working() {
         assert!(closed, "{text}");
     }
 
-    // 7. Giant heads: one huge header, and very many small ones.
+    // 8. Giant heads: one huge header, and very many small ones.
     let mut huge = b"GET /v2/sse?username=h HTTP/1.1\r\nHost: t\r\nX: ".to_vec();
     huge.extend(std::iter::repeat_n(b'a', 200_000));
     huge.extend(b"\r\n\r\n");
@@ -377,7 +435,7 @@ async fn a_hostile_client_leaves_the_server_bounded_and_working() {
         assert!(closed, "{text}");
     }
 
-    // 8. NULs and path traversal.
+    // 9. NULs and path traversal.
     for (target, want) in [
         ("/v2/sse?username=%00", 400),
         ("/v2/sse?username=a%00b", 400),

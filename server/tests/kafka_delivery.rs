@@ -190,7 +190,8 @@ async fn latency_produce_to_stream_and_post_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_posts_to_a_stalled_user_stay_fast() {
     let mut broker = Broker::start().await;
-    let server = server_with(&broker, "stalled", &["--queue-len", "64"]).await;
+    let flags = ["--queue-len", "64", "--publish-burst", "100000"];
+    let server = server_with(&broker, "stalled", &flags).await;
     wait_consuming(&server, &mut broker).await;
     let mut stalled = common::stalled_stream(server.addr, "/v3/sse?username=slow").await;
     let mut other = server.open("v3", "other").await;

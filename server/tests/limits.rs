@@ -1,8 +1,14 @@
-//! Bad input gets a 4xx with a one-line reason; limits answer 429/503; nothing panics.
+//! Bad input gets a 4xx with a one-line reason; limits answer 429/503; nothing panics. Limits
+//! per client are tested from outside, with raw sockets where that is what an attacker uses.
 
 mod common;
 
-use common::{client, spawn};
+use common::{TestServer, client, spawn};
+use std::{net::SocketAddr, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
 async fn expect(response: reqwest::Response, status: u16, reason: &str) {
     assert_eq!(response.status(), status);
@@ -197,6 +203,8 @@ async fn stream_limits() {
         .await
         .unwrap();
     expect(full, 503, "limit of 3 open streams").await;
+    assert_eq!(server.metric(&limited("streams_per_user")).await, 1);
+    assert_eq!(server.metric(&limited("streams")).await, 1);
     drop(_c);
     // The slot comes back once the closed stream is noticed.
     let mut reopened = None;
@@ -213,5 +221,265 @@ async fn stream_limits() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(reopened.is_some());
+    server.stop().await;
+}
+
+/// A client behind the test's trusted proxy (127.0.0.1), as `X-Forwarded-For` names it.
+const ALICE: &str = "198.51.100.1";
+const BOB: &str = "198.51.100.2";
+
+/// What came back on a raw connection: the status, the head's lines, and the raw text so far.
+struct Answer {
+    status: u16,
+    head: String,
+    tcp: TcpStream,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// The one-line reason of a refusal.
+    async fn reason(mut self) -> String {
+        let len: usize = self.header("content-length").unwrap().parse().unwrap();
+        let mut body = vec![0; len];
+        self.tcp.read_exact(&mut body).await.unwrap();
+        String::from_utf8(body).unwrap()
+    }
+}
+
+/// Sends `GET path` on a new raw connection, as HTTP/`version`, with `X-Forwarded-For: xff` if
+/// given, and reads the response head. A stream's connection stays open in the answer.
+async fn raw_get(addr: SocketAddr, path: &str, version: &str, xff: Option<&str>) -> Answer {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let xff = xff.map_or(String::new(), |ip| format!("X-Forwarded-For: {ip}\r\n"));
+    let request = format!("GET {path} HTTP/{version}\r\nHost: t\r\n{xff}\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut byte))
+            .await
+            .expect("a response head in time")
+            .unwrap();
+        assert_eq!(n, 1, "closed before the head ended: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head[9..12].parse().unwrap();
+    Answer { status, head, tcp }
+}
+
+async fn stream_from(server: &TestServer, version: &str, user: &str, xff: Option<&str>) -> Answer {
+    let path = format!("/{version}/sse?username={user}");
+    raw_get(server.addr, &path, "1.1", xff).await
+}
+
+fn limited(limit: &str) -> String {
+    format!("ssepush_limited_total{{limit=\"{limit}\"}}")
+}
+
+/// One client can't take every stream: past its share it gets 429 with `Retry-After`, across
+/// v1, v2 and v3 and whatever the usernames, while other clients still get in.
+#[tokio::test]
+async fn one_client_cannot_take_every_stream() {
+    let server = spawn(&[
+        "--max-streams-per-client",
+        "3",
+        "--max-streams",
+        "10",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--retry",
+        "1500ms",
+    ])
+    .await;
+    let mut held = Vec::new();
+    for (version, user) in [("v1", "a1"), ("v2", "a2"), ("v3", "a3")] {
+        let answer = stream_from(&server, version, user, Some(ALICE)).await;
+        assert_eq!(answer.status, 200, "{}", answer.head);
+        held.push(answer);
+    }
+    for version in ["v1", "v2", "v3"] {
+        let refused = stream_from(&server, version, "a4", Some(ALICE)).await;
+        assert_eq!(refused.status, 429, "{}", refused.head);
+        // --retry 1500ms, rounded up.
+        assert_eq!(refused.header("retry-after"), Some("2"));
+        assert_eq!(
+            refused.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        let reason = refused.reason().await;
+        assert_eq!(reason, "this client is at its limit of 3 open streams\n");
+    }
+    // Other clients, and the proxy itself, have their own shares.
+    let bob = stream_from(&server, "v2", "a4", Some(BOB)).await;
+    assert_eq!(bob.status, 200, "{}", bob.head);
+    let proxy = stream_from(&server, "v2", "a5", None).await;
+    assert_eq!(proxy.status, 200, "{}", proxy.head);
+    assert_eq!(server.metric(&limited("streams_per_client")).await, 3);
+    assert_eq!(server.metric("ssepush_stream_clients").await, 3);
+
+    // Closing a stream gives its slot back, once the server notices the close.
+    drop(held.pop());
+    let mut reopened = None;
+    for _ in 0..100 {
+        let answer = stream_from(&server, "v3", "a3", Some(ALICE)).await;
+        if answer.status == 200 {
+            reopened = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status, 429);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        reopened.is_some(),
+        "the closed stream's slot never came back"
+    );
+    drop((held, bob, proxy, reopened));
+    // Once every stream is gone, no client is left in the books.
+    for _ in 0..100 {
+        if server.metric("ssepush_stream_clients").await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.metric("ssepush_stream_clients").await, 0);
+    assert_eq!(server.metric("ssepush_streams_open").await, 0);
+    server.stop().await;
+}
+
+/// Streams hyper serves (HTTP/1.0) count toward the same client as the ones the accept loop
+/// answers itself (HTTP/1.1): both paths see the peer address.
+#[tokio::test]
+async fn both_connection_paths_know_the_client() {
+    let server = spawn(&[
+        "--max-streams-per-client",
+        "2",
+        "--trusted-proxy",
+        "127.0.0.1",
+    ])
+    .await;
+    let path = "/v2/sse?username=old";
+    let old = raw_get(server.addr, path, "1.0", Some(ALICE)).await;
+    assert_eq!(old.status, 200, "{}", old.head);
+    assert!(
+        old.head.starts_with("HTTP/1.0 200"),
+        "hyper's: {}",
+        old.head
+    );
+    let new = stream_from(&server, "v2", "new", Some(ALICE)).await;
+    assert_eq!(new.status, 200);
+    let refused = raw_get(server.addr, path, "1.0", Some(ALICE)).await;
+    assert_eq!(refused.status, 429, "{}", refused.head);
+    assert_eq!(refused.header("retry-after"), Some("2"));
+    let refused = stream_from(&server, "v2", "new", Some(ALICE)).await;
+    assert_eq!(refused.status, 429, "{}", refused.head);
+    let bob = raw_get(server.addr, path, "1.0", Some(BOB)).await;
+    assert_eq!(bob.status, 200, "{}", bob.head);
+    server.stop().await;
+}
+
+/// Without `--trusted-proxy`, `X-Forwarded-For` is the client's own claim: ignored.
+#[tokio::test]
+async fn forwarded_for_is_ignored_without_a_trusted_proxy() {
+    let server = spawn(&["--max-streams-per-client", "2"]).await;
+    let _a = stream_from(&server, "v1", "a", Some(ALICE)).await;
+    let _b = stream_from(&server, "v1", "b", Some(BOB)).await;
+    assert_eq!((_a.status, _b.status), (200, 200));
+    let spoofed = stream_from(&server, "v1", "c", Some("203.0.113.77")).await;
+    assert_eq!(spoofed.status, 429, "{}", spoofed.head);
+    // A proxy that isn't the peer is not trusted either.
+    let server2 = spawn(&[
+        "--max-streams-per-client",
+        "1",
+        "--trusted-proxy",
+        "10.0.0.0/8",
+    ])
+    .await;
+    let _c = stream_from(&server2, "v2", "a", Some(ALICE)).await;
+    assert_eq!(_c.status, 200);
+    let spoofed = stream_from(&server2, "v2", "b", Some(BOB)).await;
+    assert_eq!(spoofed.status, 429, "{}", spoofed.head);
+    server.stop().await;
+    server2.stop().await;
+}
+
+/// POSTs `hi` to user `demo` on `version`, with `X-Forwarded-For: xff`.
+async fn post_as(server: &TestServer, version: &str, xff: &str) -> reqwest::Response {
+    client()
+        .post(server.url(&format!("/{version}/message?username=demo")))
+        .header("x-forwarded-for", xff)
+        .body("hi")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A client gets its burst of POSTs, v2 and v3 together, then 429 with `Retry-After` until its
+/// bucket refills; other clients are not held up.
+#[tokio::test]
+async fn publishing_is_rate_limited_per_client() {
+    let server = spawn(&[
+        "--publish-rate",
+        "1",
+        "--publish-burst",
+        "5",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+    ])
+    .await;
+    // v3 answers 503 here (Kafka is off), but its POSTs take tokens all the same.
+    for (version, status) in [
+        ("v2", 200),
+        ("v3", 503),
+        ("v2", 200),
+        ("v3", 503),
+        ("v2", 200),
+    ] {
+        assert_eq!(post_as(&server, version, ALICE).await.status(), status);
+    }
+    // One token a second comes back: a busy machine may let one more through, never many.
+    let mut refused = None;
+    for _ in 0..50 {
+        let response = post_as(&server, "v2", ALICE).await;
+        if response.status() == 429 {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let refused = refused.expect("a 429 once the burst is spent");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    expect(
+        refused,
+        429,
+        "publish limit (rate 1/s, burst 5); retry in 1 s",
+    )
+    .await;
+    // Another client has its own bucket.
+    assert_eq!(post_as(&server, "v2", BOB).await.status(), 200);
+    assert!(server.metric(&limited("publish_rate")).await >= 1);
+    // Alice's bucket is far from full: the sweep keeps it.
+    assert!(server.metric("ssepush_publish_rate_clients").await >= 1);
+    server.stop().await;
+}
+
+/// Without a trusted proxy, every POST from this host is one client, whatever it forwards.
+#[tokio::test]
+async fn spoofed_forwarded_for_does_not_buy_more_posts() {
+    let server = spawn(&["--publish-rate", "1", "--publish-burst", "3"]).await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let response = post_as(&server, "v2", &format!("203.0.113.{i}")).await;
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses[..3], [200, 200, 200]);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(server.metric("ssepush_publish_rate_clients").await, 1);
     server.stop().await;
 }

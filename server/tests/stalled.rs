@@ -12,7 +12,7 @@ fn rss_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_stream_is_cut_and_others_keep_flowing() {
-    let server = common::spawn(&["--queue-len", "64"]).await;
+    let server = common::spawn(&["--queue-len", "64", "--publish-burst", "100000"]).await;
     let mut stalled = common::stalled_stream(server.addr, "/v2/sse?username=slow").await;
     let mut other = server.open("v2", "other").await;
     tokio::time::sleep(Duration::from_millis(100)).await;

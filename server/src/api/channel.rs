@@ -4,7 +4,7 @@
 use axum::{
     Json, Router,
     body::Body,
-    extract::{Extension, Request, State},
+    extract::{Extension, FromRef, Request, State},
     http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -13,8 +13,16 @@ use std::{sync::Arc, time::Duration};
 
 use super::params::{StreamQuery, message_body};
 use crate::{
-    budget::StreamBudget, error::AppError, hub::Hub, kafka::Kafka, serve::Disconnect,
-    state::AppState, stream::HubStream,
+    budget::StreamBudget,
+    client::{Client, TrustedProxies},
+    error::AppError,
+    hub::Hub,
+    kafka::Kafka,
+    publish_rate::PublishRate,
+    refusals::Refusals,
+    serve::Disconnect,
+    state::AppState,
+    stream::HubStream,
 };
 
 /// Where a POSTed message goes before it reaches the hub.
@@ -31,6 +39,9 @@ pub struct Channel {
     hub: Hub,
     sink: Sink,
     budget: StreamBudget,
+    trusted: TrustedProxies,
+    publish_rate: PublishRate,
+    refusals: Refusals,
     limits: Arc<Limits>,
 }
 
@@ -49,6 +60,9 @@ impl Channel {
             hub,
             sink,
             budget: state.budget.clone(),
+            trusted: state.trusted.clone(),
+            publish_rate: state.publish_rate.clone(),
+            refusals: state.refusals.clone(),
             limits: Arc::new(Limits {
                 retry: c.retry,
                 keep_alive: c.keep_alive,
@@ -57,6 +71,12 @@ impl Channel {
                 body_timeout: c.body_timeout,
             }),
         }
+    }
+}
+
+impl FromRef<Channel> for TrustedProxies {
+    fn from_ref(channel: &Channel) -> Self {
+        channel.trusted.clone()
     }
 }
 
@@ -83,6 +103,7 @@ pub fn sse_response(body: Body) -> Response {
 #[tracing::instrument(level = "debug", skip_all, fields(hub = channel.hub.name(), user))]
 async fn subscribe(
     State(channel): State<Channel>,
+    Client(client): Client,
     query: StreamQuery,
     headers: HeaderMap,
     disconnect: Option<Extension<Disconnect>>,
@@ -92,11 +113,12 @@ async fn subscribe(
     let last = query.last_seen(&headers);
     let permit = channel
         .budget
-        .try_acquire()
-        .ok_or(AppError::ServerFull(channel.budget.max()))?;
+        .try_acquire(client)
+        .map_err(|full| channel.refusals.noted(full.into(), client))?;
     let sub = channel
         .hub
-        .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))?;
+        .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))
+        .map_err(|e| channel.refusals.noted(e.into(), client))?;
     tracing::debug!(?last, replaying = sub.replaying(), "stream opened");
     let limits = &channel.limits;
     let body = HubStream::new(sub, limits.retry, limits.keep_alive, permit);
@@ -106,18 +128,27 @@ async fn subscribe(
 #[tracing::instrument(level = "debug", skip_all, fields(hub = channel.hub.name(), user))]
 async fn publish(
     State(channel): State<Channel>,
+    Client(client): Client,
     query: StreamQuery,
     request: Request,
 ) -> Result<Json<wire::Published>, AppError> {
+    // First: every POST takes a token, whatever becomes of it.
+    channel
+        .publish_rate
+        .check(client)
+        .map_err(|e| channel.refusals.noted(e.into(), client))?;
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let wait = query.wait_delivered()?;
     let limits = &channel.limits;
-    let text = message_body(request, limits.max_body, limits.body_timeout).await?;
+    let text = message_body(request, limits.max_body, limits.body_timeout)
+        .await
+        .map_err(|e| channel.refusals.noted(e, client))?;
     let size = crate::frame::message_len(&text);
     let limit = limits.max_frame;
     if size > limit {
-        return Err(AppError::FrameTooLarge { size, limit });
+        let refused = AppError::FrameTooLarge { size, limit };
+        return Err(channel.refusals.noted(refused, client));
     }
     match &channel.sink {
         Sink::Local => {

@@ -8,7 +8,7 @@ use axum::{
 };
 use std::fmt::Write;
 
-use crate::state::AppState;
+use crate::{refusals::Limit, state::AppState};
 
 pub async fn healthz() -> &'static str {
     "ok\n"
@@ -36,6 +36,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     let _ = writeln!(out, "# TYPE ssepush_streams_open gauge");
     let _ = writeln!(out, "ssepush_streams_open {}", state.budget.open());
+    let _ = writeln!(out, "# TYPE ssepush_stream_clients gauge");
+    let _ = writeln!(out, "ssepush_stream_clients {}", state.budget.clients());
     // One walk over each hub's shards per scrape, shared by every series below.
     let stats = state.hubs().map(|hub| (hub.name(), hub.stats()));
     let mut gauge = |name: &str, kind: &str, f: &dyn Fn(&crate::hub::HubStats) -> u64| {
@@ -56,6 +58,17 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "ssepush_history_budget_bytes {}", memory.max());
     let _ = writeln!(out, "# TYPE ssepush_history_evicted_total counter");
     let _ = writeln!(out, "ssepush_history_evicted_total {}", memory.evicted());
+    let _ = writeln!(out, "# TYPE ssepush_publish_rate_clients gauge");
+    let _ = writeln!(
+        out,
+        "ssepush_publish_rate_clients {}",
+        state.publish_rate.tracked()
+    );
+    let _ = writeln!(out, "# TYPE ssepush_limited_total counter");
+    for limit in Limit::ALL {
+        let (name, n) = (limit.name(), state.refusals.total(limit));
+        let _ = writeln!(out, "ssepush_limited_total{{limit=\"{name}\"}} {n}");
+    }
     if let Some(kafka) = &state.kafka {
         let k = kafka.stats();
         let _ = writeln!(out, "# TYPE ssepush_kafka_connected gauge");

@@ -3,16 +3,20 @@
 use axum::{body::Body, extract::State, response::Response};
 
 use super::{channel::sse_response, params::StreamQuery};
-use crate::{error::AppError, state::AppState, stream};
+use crate::{client::Client, error::AppError, state::AppState, stream};
 
 #[tracing::instrument(level = "debug", skip_all, fields(user))]
-pub async fn sse(State(state): State<AppState>, query: StreamQuery) -> Result<Response, AppError> {
+pub async fn sse(
+    State(state): State<AppState>,
+    Client(client): Client,
+    query: StreamQuery,
+) -> Result<Response, AppError> {
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let permit = state
         .budget
-        .try_acquire()
-        .ok_or(AppError::ServerFull(state.budget.max()))?;
+        .try_acquire(client)
+        .map_err(|full| state.refusals.noted(full.into(), client))?;
     let c = &state.config;
     let body = stream::v1(
         c.v1_interval,
