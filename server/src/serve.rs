@@ -179,6 +179,8 @@ pub async fn serve(
         .header_read_timeout(options.head_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
     let http = Arc::new(builder);
+    // Shared: a stream's connection task stays small.
+    let options = Arc::new(options);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL)
@@ -209,7 +211,6 @@ pub async fn serve(
         let _ = socket.set_tcp_user_timeout(Some(options.write_timeout));
         let handle = Disconnect::new(false);
         let conn = Connection {
-            accepted: Instant::now(),
             options: options.clone(),
             app: app.clone(),
             http: http.clone(),
@@ -249,8 +250,7 @@ const HEAD_TIME_WORTH_TRIMMING: Duration = Duration::from_millis(500);
 
 /// What a connection task needs besides its socket.
 struct Connection {
-    accepted: Instant,
-    options: Options,
+    options: Arc<Options>,
     app: Router,
     http: Arc<http1::Builder>,
     watcher: Watcher,
@@ -262,6 +262,7 @@ struct Connection {
 impl Connection {
     async fn run(self, tcp: TcpStream, shutdown: CancellationToken) {
         let _release = ReleaseOnDrop(self.handle.clone());
+        let opened = Instant::now();
         let head_timeout = self.options.head_timeout;
         let first = tokio::select! {
             biased;
@@ -271,16 +272,16 @@ impl Connection {
         drop(shutdown);
         match first {
             Ok(Ok(Some(head))) => self.stream(tcp, head).await,
-            Ok(Ok(None)) => self.hyper(tcp).await,
+            Ok(Ok(None)) => self.hyper(tcp, Some(opened)).await,
             // Closed, failed or silent before sending a request: nothing to answer.
             Ok(Err(_)) | Err(_) => {}
         }
     }
 
-    /// Hands the connection to hyper, from its next unread byte on.
-    async fn hyper(self, tcp: TcpStream) {
+    /// Hands the connection to hyper, from its next unread byte on. `opened` is when the wait
+    /// for the first request head started, if hyper is to read that head.
+    async fn hyper(self, tcp: TcpStream, opened: Option<Instant>) {
         let Self {
-            accepted,
             options,
             app,
             http,
@@ -290,7 +291,7 @@ impl Connection {
         } = self;
         // The first head's time started with the connection: what the wait for its first byte
         // took is not given again. Later heads each get the full time.
-        let spent = accepted.elapsed();
+        let spent = opened.map_or(Duration::ZERO, |t| t.elapsed());
         let http = match options.head_timeout.checked_sub(spent) {
             Some(left) if spent >= HEAD_TIME_WORTH_TRIMMING => {
                 let mut http = (*http).clone();
@@ -337,8 +338,7 @@ impl Connection {
         let Ok(response) = self.app.clone().oneshot(request).await;
         let stop = Stop {
             cut: handle.issued().cloned(),
-            timeout: self.options.write_timeout,
-            refusals: self.options.refusals.clone(),
+            options: self.options.clone(),
             peer: self.peer,
         };
         drop(handle);
@@ -358,7 +358,7 @@ impl Connection {
             if head.close {
                 let _ = tcp.shutdown().await;
             } else {
-                self.hyper(tcp).await;
+                self.hyper(tcp, None).await;
             }
             return;
         }
@@ -655,16 +655,16 @@ struct Stop {
     /// The hub cut the stream: a client that stopped reading leaves the write waiting on a
     /// full socket.
     cut: Option<CancellationToken>,
-    /// The socket took no byte for this long.
-    timeout: Duration,
-    refusals: Refusals,
+    /// The write timeout, and where its cuts are counted.
+    options: Arc<Options>,
     peer: SocketAddr,
 }
 
 /// Writes all of `buf`, unless the hub cuts the stream or the socket takes nothing for the
 /// write timeout.
 async fn write_all(tcp: &mut TcpStream, buf: &[u8], stop: &Stop) -> io::Result<()> {
-    let mut write = WriteTimeout::new(tcp, stop.timeout);
+    let timeout = stop.options.write_timeout;
+    let mut write = WriteTimeout::new(tcp, timeout);
     let written = match &stop.cut {
         None => write.write_all(buf).await,
         Some(cut) => tokio::select! {
@@ -678,7 +678,7 @@ async fn write_all(tcp: &mut TcpStream, buf: &[u8], stop: &Stop) -> io::Result<(
     if let Err(e) = &written
         && e.kind() == io::ErrorKind::TimedOut
     {
-        write_timed_out(&stop.refusals, stop.peer, stop.timeout);
+        write_timed_out(&stop.options.refusals, stop.peer, timeout);
     }
     written
 }

@@ -121,7 +121,8 @@ struct Subscriber {
     pending: Option<Position>,
     /// Still sending what it missed, read from the history as the socket drains; live
     /// messages reach it through the history meanwhile, not its queue.
-    replay: Option<Replay>,
+    /// Boxed: most streams never replay, and every open stream carries this field.
+    replay: Option<Box<Replay>>,
 }
 
 /// Where a stream's replay has got to.
@@ -403,7 +404,7 @@ impl Hub {
             LastSeen::Nothing => (Vec::new(), None, None, None),
             LastSeen::Unknown(raw) => {
                 let notice = resync(raw, "the last event id is not one this server issues");
-                (vec![notice], Some(from_start), None, None)
+                (vec![notice], Some(Box::new(from_start)), None, None)
             }
             LastSeen::At(p) => {
                 let (notices, after, pending) = self.replay_after(entry, *p);
@@ -412,9 +413,15 @@ impl Hub {
                     last: Some(*p),
                     missed: None,
                 };
-                (notices, Some(replay), Some(*p), pending.then_some(*p))
+                (
+                    notices,
+                    Some(Box::new(replay)),
+                    Some(*p),
+                    pending.then_some(*p),
+                )
             }
         };
+        let replaying = replay.is_some();
         let id = self.shared.next_stream_id.fetch_add(1, Relaxed);
         let queue = Arc::new(StreamQueue::new(config.queue_len, disconnect));
         entry.streams.push(Subscriber {
@@ -428,7 +435,7 @@ impl Hub {
         Ok(Subscription {
             queue,
             notices,
-            replaying: replay.is_some(),
+            replaying,
             hub: self.clone(),
             user: key,
             id,
