@@ -129,10 +129,12 @@ async fn publish(
     request: Request,
 ) -> Result<Json<wire::Published>, AppError> {
     // First: every POST takes a token, whatever becomes of it.
-    channel
-        .publish_rate
-        .check(client)
-        .map_err(|e| channel.refusals.noted(e.into(), client))?;
+    if let Err(e) = channel.publish_rate.check(client) {
+        // The body is read all the same, within the usual limit, so that the connection can
+        // carry the client's next request: hyper closes one whose body was left unread.
+        let _ = message_body(request, channel.limits.max_body).await;
+        return Err(channel.refusals.noted(e.into(), client));
+    }
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let wait = query.wait_delivered()?;
