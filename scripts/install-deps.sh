@@ -9,6 +9,7 @@ TRUNK_VERSION=0.21.14
 TANSU_VERSION=${TANSU_VERSION:-}
 BINARYEN_VERSION=132.0.0
 KAFKA_PYTHON_VERSION=3.0.12
+CARGO_FUZZ_VERSION=0.13.2
 # The CLI must match the wasm-bindgen crate the frontend links against.
 WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
 TOOLS_DIR=${TOOLS_DIR:-$HOME/.cache/ssepush-tools}
@@ -96,6 +97,20 @@ else
   cargo install tansu ${TANSU_VERSION:+--version "$TANSU_VERSION"} --locked --features dynostore
 fi
 
+# The fuzz targets (scripts/fuzz.sh) are built by cargo-fuzz with the nightly toolchain.
+if has_version cargo-fuzz "$CARGO_FUZZ_VERSION"; then
+  log "cargo-fuzz $CARGO_FUZZ_VERSION present"
+else
+  log "cargo install cargo-fuzz $CARGO_FUZZ_VERSION (1-2 min)"
+  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --force
+fi
+if cargo +nightly --version >/dev/null 2>&1; then
+  log "nightly toolchain present"
+else
+  log "nightly toolchain MISSING: scripts/fuzz.sh and the fuzz step of scripts/test.sh need it;" \
+    "install it with: rustup toolchain install nightly --profile minimal"
+fi
+
 # A second Kafka client for the tests, pure Python, which batches records its own way.
 if python3 -c 'import kafka' >/dev/null 2>&1; then
   log "kafka-python present"
@@ -107,5 +122,6 @@ fi
 # Trunk.toml sets `offline = true`, so every crate (wasm32 ones included) must be local first.
 log "cargo fetch"
 cargo fetch --quiet
+cargo fetch --quiet --manifest-path fuzz/Cargo.toml
 
 log "done"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and every test: formatting, lints, the compose file, the release web UI
 # build and its size budget, the Rust tests (Kafka ones against tansu brokers they spawn), the
-# wasm tests in headless Chromium and the browser end-to-end test.
+# fuzz targets for 20 s each, the wasm tests in headless Chromium and the browser end-to-end
+# test.
 #
 #   scripts/test.sh
 #
@@ -104,6 +105,7 @@ step "docker-compose config" docker-compose -f docker-compose.yml config -q
 step "trunk build --release" trunk build --release
 step "wasm size" wasm_size
 step "tests: native crates" cargo test -p wire -p server -p bench -p testkit
+step "fuzz (20 s per target)" scripts/fuzz.sh 20
 step "tests: frontend (wasm)" cargo test -p frontend --target wasm32-unknown-unknown
 step "tests: e2e (browser)" cargo test -p e2e
 

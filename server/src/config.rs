@@ -8,6 +8,25 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
 
+/// A size in bytes: a plain number, or one with a binary unit (`64KiB`, `256MiB`, `1GiB`).
+fn bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB or GiB")),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size in bytes"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "ssepush",
@@ -51,6 +70,18 @@ pub struct Config {
     /// How long a message stays in a user's history.
     #[arg(long, env = "HISTORY_TTL", default_value = "10m", value_parser = duration)]
     pub history_ttl: Duration,
+
+    /// Memory for the history of all users together, counted on the encoded events (e.g.
+    /// `256MiB`). When it is full the oldest messages across all users go first; a client
+    /// resuming from one of them gets a resync.
+    #[arg(long, env = "HISTORY_MAX_BYTES", default_value = "256MiB", value_parser = bytes)]
+    pub history_max_bytes: usize,
+
+    /// Largest message as an encoded event: each line of a message becomes a `data: ` line,
+    /// so line breaks cost 7 bytes each. A POST over it is answered 413, a Kafka record over
+    /// it is skipped.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value = "128KiB", value_parser = bytes)]
+    pub max_frame_bytes: usize,
 
     /// Frames queued per stream; a stream whose queue overflows is closed and must resume.
     #[arg(long, env = "QUEUE_LEN", default_value_t = 256)]
@@ -122,10 +153,27 @@ pub struct Config {
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub kafka_session_timeout: Duration,
 
+    /// How long a client may take to send a request head, counted from when the server starts
+    /// waiting for it (on a new connection, from the accept).
+    #[arg(long, env = "HEAD_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub head_timeout: Duration,
+
+    /// How long a client may take to send a whole request body; slower ones get 408.
+    #[arg(long, env = "BODY_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub body_timeout: Duration,
+
+    /// A connection whose socket takes no byte of what it is sent for this long is closed:
+    /// a stream's reader that stopped, or a peer that vanished.
+    #[arg(long, env = "WRITE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub write_timeout: Duration,
+
     /// How long shutdown waits for connections to finish before exiting anyway.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "3s", value_parser = duration)]
     pub shutdown_grace: Duration,
 }
+
+/// Room for the id line and a short message.
+const MIN_FRAME_BYTES: usize = 256;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -178,6 +226,9 @@ impl Config {
                 ms(1),
                 Some(Duration::from_secs(60)),
             ),
+            ("--head-timeout", self.head_timeout, ms(100), Some(DAY)),
+            ("--body-timeout", self.body_timeout, ms(100), Some(DAY)),
+            ("--write-timeout", self.write_timeout, ms(100), Some(DAY)),
             (
                 "--kafka-session-timeout",
                 self.kafka_session_timeout,
@@ -215,6 +266,19 @@ impl Config {
         ];
         if let Some((flag, value)) = counts.into_iter().find(|&(_, value)| value < 1) {
             return Err(format!("{flag} must be at least 1 (got {value})"));
+        }
+        if self.max_frame_bytes < MIN_FRAME_BYTES {
+            return Err(format!(
+                "--max-frame-bytes must be at least {MIN_FRAME_BYTES} (got {})",
+                self.max_frame_bytes
+            ));
+        }
+        if self.history_max_bytes < 2 * self.max_frame_bytes {
+            return Err(format!(
+                "--history-max-bytes must be at least twice --max-frame-bytes ({}; got {})",
+                2 * self.max_frame_bytes,
+                self.history_max_bytes
+            ));
         }
         Ok(())
     }
@@ -391,5 +455,34 @@ mod tests {
             "1",
         ];
         assert!(Config::from_args(args).is_ok());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(bytes("4096"), Ok(4096));
+        assert_eq!(bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(bytes("1 GiB"), Ok(1 << 30));
+        assert!(bytes("12MB").unwrap_err().contains("unknown unit"));
+        assert!(bytes("MiB").is_err());
+        assert!(bytes("99999999999999999999GiB").is_err());
+        let c = Config::from_args(["ssepush", "--history-max-bytes", "1MiB"]);
+        assert_eq!(c.unwrap().history_max_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn frame_and_history_sizes_are_checked_together() {
+        assert_eq!(
+            refusal(&["--max-frame-bytes", "100"]),
+            "--max-frame-bytes must be at least 256 (got 100)"
+        );
+        assert_eq!(
+            refusal(&["--history-max-bytes", "128KiB"]),
+            "--history-max-bytes must be at least twice --max-frame-bytes (262144; got 131072)"
+        );
+        assert_eq!(
+            refusal(&["--write-timeout", "0s"]),
+            "--write-timeout must be at least 100ms (got 0s)"
+        );
     }
 }

@@ -15,10 +15,16 @@ pub enum AppError {
     BadRequest(String),
     #[error("message body is larger than the limit of {0} bytes")]
     TooLarge(usize),
+    #[error(
+        "message would be {size} bytes as an event (each line costs 7 more), over the limit of {limit}"
+    )]
+    FrameTooLarge { size: usize, limit: usize },
     #[error(transparent)]
     Subscribe(#[from] SubscribeError),
     #[error("server is at its limit of {0} open streams")]
     ServerFull(usize),
+    #[error("request body not received within {}", humantime::format_duration(*.0))]
+    BodyTimeout(std::time::Duration),
     #[error("this client is at its limit of {max} open streams")]
     ClientStreams { max: usize, retry_after: u64 },
     #[error(
@@ -76,6 +82,9 @@ impl AppError {
             Self::Subscribe(SubscribeError::UserLimit(_)) => Some(Limit::StreamsPerUser),
             Self::ClientStreams { .. } => Some(Limit::StreamsPerClient),
             Self::PublishRate { .. } => Some(Limit::PublishRate),
+            Self::TooLarge(_) => Some(Limit::BodyBytes),
+            Self::FrameTooLarge { .. } => Some(Limit::FrameBytes),
+            Self::BodyTimeout(_) => Some(Limit::BodyTimeout),
             _ => None,
         }
     }
@@ -93,13 +102,14 @@ impl AppError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge(_) | Self::FrameTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Subscribe(SubscribeError::UserLimit(_))
             | Self::ClientStreams { .. }
             | Self::PublishRate { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Subscribe(SubscribeError::ShuttingDown)
             | Self::ServerFull(_)
             | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }

@@ -1,7 +1,9 @@
 //! The SSE wire format (WHATWG HTML §9.2), encoded once per message as shareable `Bytes`.
 //!
 //! Clients end a line at CRLF, LF or a bare CR, so payloads are split on all three: each piece
-//! becomes its own `data:` line and no payload can start a field or end an event early.
+//! becomes its own `data:` line and no payload can start a field or end an event early. The
+//! client joins the lines with LF, so every line break of a payload arrives as LF (`a\r\nb` and
+//! `a\rb` as `a\nb`); everything else arrives exactly as sent, and a frame never holds a CR.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::time::Duration;
@@ -53,6 +55,16 @@ pub fn message(id: &str, data: &str) -> Bytes {
     buf.freeze()
 }
 
+/// The longest id a message can carry: `{lane}-{seq}`, two `u64`s.
+pub const MAX_ID_LEN: usize = 41;
+
+/// The size of [`message`]'s frame for `data` under the longest id: what a message costs on
+/// the wire and in the history, whatever id it gets.
+pub fn message_len(data: &str) -> usize {
+    let lines: usize = lines(data).map(|line| 7 + line.len()).sum();
+    4 + MAX_ID_LEN + 1 + lines + 1
+}
+
 /// A named event without an id, so the client's last event id is left as it was.
 pub fn named(event: &str, data: &str) -> Bytes {
     debug_assert!(!event.contains(['\r', '\n']));
@@ -94,6 +106,8 @@ fn put_data(buf: &mut BytesMut, data: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use testkit::sse_parse::{self, Event};
 
     fn split(s: &str) -> Vec<&str> {
         lines(s).collect()
@@ -133,5 +147,117 @@ mod tests {
             &preamble(Duration::from_secs(2))[..],
             b": stream open\nretry: 2000\n\n"
         );
+    }
+
+    /// What a client's `event.data` holds for a payload.
+    fn as_received(data: &str) -> String {
+        data.replace("\r\n", "\n").replace('\r', "\n")
+    }
+
+    fn ev(event_type: &str, data: &str, last_event_id: &str) -> Event {
+        Event {
+            event_type: event_type.into(),
+            data: as_received(data),
+            last_event_id: last_event_id.into(),
+        }
+    }
+
+    /// Each frame kind, alone and after a preamble in one stream (fed whole, and in two chunks
+    /// split at `split`), reaches a WHATWG parser as exactly what went in: one event each with
+    /// its data, type and id, the preamble's retry, and no other field or comment.
+    fn check_round_trip(data: &str, id: &str, event: &str, retry_ms: u64, split: usize) {
+        let frames = [message(id, data), named(event, data), data_only(data)];
+        let event_type = if event.is_empty() { "message" } else { event };
+        let alone = [
+            ev("message", data, id),
+            ev(event_type, data, ""),
+            ev("message", data, ""),
+        ];
+        // One `data` field per line of what the client receives.
+        let received = as_received(data);
+        let data_fields = || {
+            received
+                .split('\n')
+                .map(|l| ("data".to_owned(), l.to_owned()))
+        };
+        let field = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+        for (frame, expected) in frames.iter().zip(alone) {
+            assert!(!frame.contains(&b'\r'), "{frame:?}");
+            let p = sse_parse::parse(frame);
+            assert_eq!(p.events, [expected], "{frame:?}");
+            assert!(p.comments.is_empty() && p.retry.is_none());
+        }
+
+        let mut stream = preamble(Duration::from_millis(retry_ms)).to_vec();
+        frames.iter().for_each(|f| stream.extend_from_slice(f));
+        let mut fields = vec![field("retry", &retry_ms.to_string()), field("id", id)];
+        fields.extend(data_fields());
+        fields.push(field("event", event));
+        fields.extend(data_fields());
+        fields.extend(data_fields());
+        // named and data_only leave the last event id as message set it.
+        let events = [
+            ev("message", data, id),
+            ev(event_type, data, id),
+            ev("message", data, id),
+        ];
+
+        let whole = sse_parse::parse(&stream);
+        let mut chunked = sse_parse::Parser::new();
+        let (a, b) = stream.split_at(split.min(stream.len()));
+        chunked.feed(a);
+        chunked.feed(b);
+        for p in [whole, chunked] {
+            assert_eq!(p.events, events);
+            assert_eq!(p.fields, fields);
+            assert_eq!(p.comments, [" stream open"]);
+            assert_eq!(p.retry, Some(retry_ms));
+        }
+    }
+
+    #[test]
+    fn line_breaks_arrive_as_lf() {
+        for data in [
+            "", "\n", "\r", "\r\n", "\n\r", "a\r\r\nb", " x", ":x", "\u{feff}", "\0",
+        ] {
+            check_round_trip(data, "1-2", "resync", 2000, 5);
+        }
+        check_round_trip("a", "", "", 0, 0);
+        check_round_trip("a", " x", " y", 1, 1);
+        assert_eq!(as_received("a\r\r\nb\n\rc"), "a\n\nb\n\nc");
+    }
+
+    /// Payloads rich in what the SSE format treats specially.
+    fn payload() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[\r\n :a\u{feff}\0é]{0,24}",
+            "((data|id|event|retry|)(:|: |)[a \r\n]{0,4}[\r\n]{1,3}){0,6}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn frames_round_trip_through_a_whatwg_parser(
+            data in payload(),
+            id in "[^\r\n\0]{0,12}",
+            event in "[^\r\n]{0,12}",
+            retry_ms in 0u64..100_000_000,
+            split in 0usize..400,
+        ) {
+            check_round_trip(&data, &id, &event, retry_ms, split);
+        }
+
+        /// The size the frame cap is checked against is that of the frame with the longest id.
+        #[test]
+        fn message_len_is_the_frame_under_the_longest_id(data in payload(), seq in any::<u64>()) {
+            let longest = format!("{}-{}", u64::MAX, u64::MAX);
+            prop_assert_eq!(longest.len(), MAX_ID_LEN);
+            prop_assert_eq!(message(&longest, &data).len(), message_len(&data));
+            let short = format!("0-{seq}");
+            prop_assert!(message(&short, &data).len() <= message_len(&data));
+        }
     }
 }

@@ -18,6 +18,8 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod kafka;
 pub mod publish_rate;
@@ -25,6 +27,7 @@ pub mod refusals;
 pub mod serve;
 pub mod state;
 pub mod stream;
+pub mod write_timeout;
 
 pub use config::Config;
 pub use state::AppState;
@@ -56,6 +59,7 @@ pub async fn run(
         }
     };
     let grace = state.config.shutdown_grace;
+    let options = serve::Options::new(&state.config, state.refusals.clone());
     tokio::spawn(sweep(state.clone(), token.clone()));
     tokio::spawn({
         let (state, token) = (state.clone(), token.clone());
@@ -81,7 +85,7 @@ pub async fn run(
             }
         }
     };
-    let serving = serve::serve(listener, api::router(state.clone()), token.clone(), grace);
+    let serving = serve::serve(listener, api::router(state.clone()), token.clone(), options);
     tokio::join!(serving, kafka_stopped);
     tracing::info!("stopped");
     Ok(())

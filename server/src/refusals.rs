@@ -25,14 +25,26 @@ pub enum Limit {
     StreamsPerClient,
     /// `--publish-rate` and `--publish-burst`, per client across v2 and v3 (429).
     PublishRate,
+    /// `--max-body` (413).
+    BodyBytes,
+    /// `--max-frame-bytes`: the body's encoded event (413).
+    FrameBytes,
+    /// `--body-timeout` (408).
+    BodyTimeout,
+    /// `--write-timeout`: a connection closed because its socket took nothing.
+    WriteTimeout,
 }
 
 impl Limit {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 8] = [
         Self::Streams,
         Self::StreamsPerUser,
         Self::StreamsPerClient,
         Self::PublishRate,
+        Self::BodyBytes,
+        Self::FrameBytes,
+        Self::BodyTimeout,
+        Self::WriteTimeout,
     ];
 
     /// The `limit` label in `/metrics` and in the log.
@@ -42,6 +54,10 @@ impl Limit {
             Self::StreamsPerUser => "streams_per_user",
             Self::StreamsPerClient => "streams_per_client",
             Self::PublishRate => "publish_rate",
+            Self::BodyBytes => "body_bytes",
+            Self::FrameBytes => "frame_bytes",
+            Self::BodyTimeout => "body_timeout",
+            Self::WriteTimeout => "write_timeout",
         }
     }
 }
@@ -91,7 +107,14 @@ impl Refusals {
         error
     }
 
-    fn note(&self, limit: Limit, client: ClientKey, reason: &AppError) {
+    /// Counts a refusal by `limit` of `client` (as far as it is known: a connection's peer),
+    /// and logs it unless this limit has logged within the period.
+    pub fn note(
+        &self,
+        limit: Limit,
+        client: impl std::fmt::Display,
+        reason: &dyn std::fmt::Display,
+    ) {
         let counter = &self.0.counters[limit as usize];
         counter.total.fetch_add(1, Relaxed);
         if self.claim_line(counter) {

@@ -45,7 +45,11 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::client::ClientAddr;
+use crate::{
+    client::ClientAddr,
+    refusals::{Limit, Refusals},
+    write_timeout::WriteTimeout,
+};
 
 /// Cuts the TCP connection a request arrived on. Found in request extensions.
 ///
@@ -136,23 +140,49 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// How long a new connection may take to send its first request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How connections are served.
+#[derive(Clone)]
+pub struct Options {
+    /// How long open connections may take to finish once shutdown starts.
+    pub grace: Duration,
+    /// How long a request head may take, from the connection's first wait for it to its end.
+    pub head_timeout: Duration,
+    /// How long a connection may go without the socket taking a byte it has to send.
+    pub write_timeout: Duration,
+    /// Where connections cut by the write timeout are counted.
+    pub refusals: Refusals,
+}
+
+impl Options {
+    pub fn new(config: &crate::Config, refusals: Refusals) -> Self {
+        Self {
+            grace: config.shutdown_grace,
+            head_timeout: config.head_timeout,
+            write_timeout: config.write_timeout,
+            refusals,
+        }
+    }
+}
 
 /// Serves `app` until `shutdown` is cancelled, then lets open connections finish (their
-/// streams end on the same token) for at most `grace`.
+/// streams end on the same token) for at most `options.grace`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: CancellationToken,
-    grace: Duration,
+    options: Options,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(options.head_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     let http = Arc::new(builder);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
     let mut last_accept_warning: Option<Instant> = None;
     loop {
         let (tcp, peer) = tokio::select! {
@@ -172,8 +202,15 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
+        // Peers that vanish without a word: idle ones are probed, and data the peer never
+        // acknowledges ends the connection after the write timeout, not TCP's ~15 minutes.
+        let socket = socket2::SockRef::from(&tcp);
+        let _ = socket.set_tcp_keepalive(&keepalive);
+        let _ = socket.set_tcp_user_timeout(Some(options.write_timeout));
         let handle = Disconnect::new(false);
         let conn = Connection {
+            accepted: Instant::now(),
+            options: options.clone(),
             app: app.clone(),
             http: http.clone(),
             // Held for the connection's life, so shutdown waits for it.
@@ -185,6 +222,7 @@ pub async fn serve(
         let _ = handle.0.task.set(task.abort_handle());
     }
     drop(listener);
+    let grace = options.grace;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
@@ -196,8 +234,23 @@ pub async fn serve(
     }
 }
 
+/// The largest request head, and what a connection buffers of a body at once; hyper's
+/// default (~400 KB) would let each slow connection hold that much.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Idle connections are probed after this long, then every interval, up to the retries.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// The first head's timeout is trimmed by the wait for its first byte only when that wait was
+/// this long: below it, the cost of a builder per connection buys nothing.
+const HEAD_TIME_WORTH_TRIMMING: Duration = Duration::from_millis(500);
+
 /// What a connection task needs besides its socket.
 struct Connection {
+    accepted: Instant,
+    options: Options,
     app: Router,
     http: Arc<http1::Builder>,
     watcher: Watcher,
@@ -209,10 +262,11 @@ struct Connection {
 impl Connection {
     async fn run(self, tcp: TcpStream, shutdown: CancellationToken) {
         let _release = ReleaseOnDrop(self.handle.clone());
+        let head_timeout = self.options.head_timeout;
         let first = tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
-            first = tokio::time::timeout(HEADER_READ_TIMEOUT, peek_stream_request(&tcp)) => first,
+            first = tokio::time::timeout(head_timeout, peek_stream_request(&tcp)) => first,
         };
         drop(shutdown);
         match first {
@@ -226,12 +280,26 @@ impl Connection {
     /// Hands the connection to hyper, from its next unread byte on.
     async fn hyper(self, tcp: TcpStream) {
         let Self {
+            accepted,
+            options,
             app,
             http,
             watcher,
             handle,
             peer,
         } = self;
+        // The first head's time started with the connection: what the wait for its first byte
+        // took is not given again. Later heads each get the full time.
+        let spent = accepted.elapsed();
+        let http = match options.head_timeout.checked_sub(spent) {
+            Some(left) if spent >= HEAD_TIME_WORTH_TRIMMING => {
+                let mut http = (*http).clone();
+                http.header_read_timeout(left.max(Duration::from_millis(1)));
+                Arc::new(http)
+            }
+            Some(_) => http,
+            None => return,
+        };
         let svc = app.map_request(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ClientAddr(peer));
             // Only streams are ever cut; other requests skip the extension.
@@ -240,10 +308,16 @@ impl Connection {
             }
             req
         });
-        let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc));
+        let io = TokioIo::new(WriteTimeout::new(tcp, options.write_timeout));
+        let conn = http.serve_connection(io, TowerToHyperService::new(svc));
         // Boxed so that the connection task of a stream, the common case, is not sized for it.
         if let Err(e) = Box::pin(watcher.watch(conn)).await {
-            tracing::debug!(error = %e, "connection ended with an error");
+            let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<io::Error>());
+            if source.is_some_and(|io| io.kind() == io::ErrorKind::TimedOut) {
+                write_timed_out(&options.refusals, peer, options.write_timeout);
+            } else {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
         }
     }
 
@@ -261,7 +335,12 @@ impl Connection {
         request.extensions_mut().insert(handle.clone());
         request.extensions_mut().insert(ClientAddr(self.peer));
         let Ok(response) = self.app.clone().oneshot(request).await;
-        let cut = handle.issued().cloned();
+        let stop = Stop {
+            cut: handle.issued().cloned(),
+            timeout: self.options.write_timeout,
+            refusals: self.options.refusals.clone(),
+            peer: self.peer,
+        };
         drop(handle);
         let (parts, mut body) = response.into_parts();
         if let Some(len) = body.size_hint().exact() {
@@ -272,7 +351,7 @@ impl Connection {
             let mut out = Vec::with_capacity(256 + bytes.len());
             encode_head(&parts, Framing::Length(len), head.close, &mut out);
             out.extend_from_slice(&bytes);
-            if tcp.write_all(&out).await.is_err() {
+            if write_all(&mut tcp, &out, &stop).await.is_err() {
                 return;
             }
             drop(out);
@@ -291,7 +370,7 @@ impl Connection {
         let Some(end) = take_ready(&mut body, &mut out) else {
             return;
         };
-        if write_all(&mut tcp, &out, cut.as_ref()).await.is_err() {
+        if write_all(&mut tcp, &out, &stop).await.is_err() {
             return;
         }
         drop(out);
@@ -302,15 +381,12 @@ impl Connection {
         loop {
             match poll_fn(|cx| poll_stream(&tcp, &mut body, cx)).await {
                 Event::Data(data) => {
-                    if write_chunk(&mut tcp, &data, cut.as_ref()).await.is_err() {
+                    if write_chunk(&mut tcp, &data, &stop).await.is_err() {
                         return;
                     }
                 }
                 Event::End => {
-                    if write_all(&mut tcp, b"0\r\n\r\n", cut.as_ref())
-                        .await
-                        .is_ok()
-                    {
+                    if write_all(&mut tcp, b"0\r\n\r\n", &stop).await.is_ok() {
                         let _ = tcp.shutdown().await;
                     }
                     return;
@@ -398,12 +474,12 @@ fn poll_stream(tcp: &TcpStream, body: &mut Body, cx: &mut Context<'_>) -> Poll<E
 }
 
 /// An event stream request read off the front of a connection.
-struct StreamRequest {
+pub(crate) struct StreamRequest {
     /// Bytes of the request head.
-    len: usize,
-    request: Request<Body>,
+    pub(crate) len: usize,
+    pub(crate) request: Request<Body>,
     /// The client asked to close the connection after this response.
-    close: bool,
+    pub(crate) close: bool,
 }
 
 /// Request heads larger than this go to hyper.
@@ -422,7 +498,7 @@ async fn peek_stream_request(tcp: &TcpStream) -> io::Result<Option<StreamRequest
     Ok(parse_stream_request(&buf[..n]))
 }
 
-fn parse_stream_request(buf: &[u8]) -> Option<StreamRequest> {
+pub(crate) fn parse_stream_request(buf: &[u8]) -> Option<StreamRequest> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -557,11 +633,7 @@ const SMALL_CHUNK: usize = 4096;
 
 /// Writes one chunk: at once without waiting in the usual case, else the rest when the socket
 /// takes it.
-async fn write_chunk(
-    tcp: &mut TcpStream,
-    data: &Bytes,
-    cut: Option<&CancellationToken>,
-) -> io::Result<()> {
+async fn write_chunk(tcp: &mut TcpStream, data: &Bytes, stop: &Stop) -> io::Result<()> {
     let mut size = [0u8; 18];
     let size = chunk_size_line(data.len(), &mut size);
     let total = size.len() + data.len() + 2;
@@ -575,26 +647,48 @@ async fn write_chunk(
     }
     let mut chunk = Vec::with_capacity(total);
     encode_chunk(data, &mut chunk);
-    write_all(tcp, &chunk[written..], cut).await
+    write_all(tcp, &chunk[written..], stop).await
 }
 
-/// Writes all of `buf`, unless the hub cuts the stream meanwhile: a client that stopped reading
-/// leaves the write waiting on a full socket.
-async fn write_all(
-    tcp: &mut TcpStream,
-    buf: &[u8],
-    cut: Option<&CancellationToken>,
-) -> io::Result<()> {
-    match cut {
-        None => tcp.write_all(buf).await,
+/// What ends a write on the stream path early.
+struct Stop {
+    /// The hub cut the stream: a client that stopped reading leaves the write waiting on a
+    /// full socket.
+    cut: Option<CancellationToken>,
+    /// The socket took no byte for this long.
+    timeout: Duration,
+    refusals: Refusals,
+    peer: SocketAddr,
+}
+
+/// Writes all of `buf`, unless the hub cuts the stream or the socket takes nothing for the
+/// write timeout.
+async fn write_all(tcp: &mut TcpStream, buf: &[u8], stop: &Stop) -> io::Result<()> {
+    let mut write = WriteTimeout::new(tcp, stop.timeout);
+    let written = match &stop.cut {
+        None => write.write_all(buf).await,
         Some(cut) => tokio::select! {
-            written = tcp.write_all(buf) => written,
+            written = write.write_all(buf) => written,
             () = cut.cancelled() => {
                 tracing::debug!("connection cut");
                 Err(io::ErrorKind::ConnectionAborted.into())
             }
         },
+    };
+    if let Err(e) = &written
+        && e.kind() == io::ErrorKind::TimedOut
+    {
+        write_timed_out(&stop.refusals, stop.peer, stop.timeout);
     }
+    written
+}
+
+fn write_timed_out(refusals: &Refusals, peer: SocketAddr, timeout: Duration) {
+    let reason = format!(
+        "the socket took no bytes for {}; connection closed",
+        humantime::format_duration(timeout)
+    );
+    refusals.note(Limit::WriteTimeout, peer.ip(), &reason);
 }
 
 /// Writes `size` (the chunk's size line), `data` and CRLF as far as the socket takes them now.
@@ -637,7 +731,9 @@ mod tests {
         let token = CancellationToken::new();
         let state = AppState::new(config, token.clone());
         let app = api::router(state.clone());
-        let task = tokio::spawn(serve(listener, app, token.clone(), Duration::from_secs(2)));
+        let mut options = Options::new(&state.config, state.refusals.clone());
+        options.grace = Duration::from_secs(2);
+        let task = tokio::spawn(serve(listener, app, token.clone(), options));
         Running {
             addr,
             state,
@@ -795,6 +891,39 @@ mod tests {
             "HTTP/{version}: stalled connection still open"
         );
         server.stop().await;
+    }
+
+    /// A reader that stops, on a queue too long to overflow: the write timeout cuts it, on
+    /// this module's path (HTTP/1.1) and on hyper's (HTTP/1.0).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_streams_are_cut_by_the_write_timeout_on_both_paths() {
+        for version in ["1.1", "1.0"] {
+            let server = start(&["--queue-len", "100000", "--write-timeout", "500ms"]).await;
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let mut tcp = socket.connect(server.addr).await.unwrap();
+            let request = format!("GET /v2/sse?username=stuck HTTP/{version}\r\n\r\n");
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            read_until(&mut tcp, "retry: ").await;
+            wait_streams(&server.state, 1).await;
+            let body = "x".repeat(16 * 1024);
+            // A few MB: more than the socket buffers hold, far fewer frames than the queue.
+            for _ in 0..256 {
+                server.state.v2.publish("stuck", &body);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            tokio::time::timeout(Duration::from_secs(20), async {
+                while server.state.budget.open() != 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("HTTP/{version}: the stalled stream was not cut"));
+            assert_eq!(server.state.v2.stats().slow_closed, 0, "HTTP/{version}");
+            let cut = server.state.refusals.total(Limit::WriteTimeout);
+            assert_eq!(cut, 1, "HTTP/{version}: counted in /metrics");
+            server.stop().await;
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::{
     client::TrustedProxies,
     config::Config,
     error::retry_after_secs,
-    hub::{Hub, HubConfig, Numbering},
+    hub::{HistoryMemory, Hub, HubConfig, Numbering},
     kafka::Kafka,
     publish_rate::PublishRate,
     refusals::Refusals,
@@ -27,6 +27,8 @@ pub struct AppState {
     pub refusals: Refusals,
     pub v2: Hub,
     pub v3: Hub,
+    /// The history budget both hubs share.
+    pub memory: HistoryMemory,
     /// v3's Kafka clients; `None` when Kafka is switched off.
     pub kafka: Option<Kafka>,
     /// Cancelled when shutdown starts; streams not owned by a hub end on it.
@@ -35,15 +37,19 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, shutdown: CancellationToken) -> Self {
+        let memory = HistoryMemory::new(config.history_max_bytes);
         let hub = |name, numbering| {
-            Hub::new(HubConfig {
-                name,
-                history_len: config.history_len,
-                history_ttl: config.history_ttl,
-                queue_len: config.queue_len,
-                max_streams_per_user: config.max_streams_per_user,
-                numbering,
-            })
+            Hub::new(
+                HubConfig {
+                    name,
+                    history_len: config.history_len,
+                    history_ttl: config.history_ttl,
+                    queue_len: config.queue_len,
+                    max_streams_per_user: config.max_streams_per_user,
+                    numbering,
+                },
+                memory.clone(),
+            )
         };
         Self {
             budget: StreamBudget::new(
@@ -56,6 +62,7 @@ impl AppState {
             refusals: Refusals::default(),
             v2: hub("v2", Numbering::Own),
             v3: hub("v3", Numbering::Source),
+            memory,
             kafka: None,
             config: Arc::new(config),
             shutdown,

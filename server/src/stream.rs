@@ -18,6 +18,9 @@ use crate::{
     hub::{Closed, Next, Subscription},
 };
 
+/// About how much of a replay is read from the history at once.
+const REPLAY_BATCH: usize = 64 * 1024;
+
 /// A v2/v3 stream: the preamble and replay, then live frames from the hub, with keep-alive
 /// comments only after a quiet interval. Dropping it unregisters the stream.
 pub struct HubStream {
@@ -41,8 +44,8 @@ impl HubStream {
         permit: StreamPermit,
     ) -> Self {
         let mut first = frame::preamble(retry);
-        for frame in &sub.replay {
-            first.extend_from_slice(frame);
+        for notice in &sub.notices {
+            first.extend_from_slice(notice);
         }
         let now = Instant::now();
         Self {
@@ -88,6 +91,11 @@ impl Stream for HubStream {
         }
         if let Some(first) = self.first.take() {
             return self.sent(first);
+        }
+        // A replay is read from the history a batch at a time, only when the connection has
+        // sent the last one: a stream that stops reading holds one batch, not the history.
+        if let Some(batch) = self.sub.replay_next(REPLAY_BATCH) {
+            return self.sent(batch);
         }
         match self.sub.queue.poll_next(cx) {
             Poll::Ready(Next::Frames(frames)) => self.sent(frames),
@@ -149,7 +157,7 @@ mod tests {
     use super::*;
     use crate::{
         budget::StreamBudget,
-        hub::{Hub, HubConfig, LastSeen, Numbering},
+        hub::{HistoryMemory, Hub, HubConfig, LastSeen, Numbering},
     };
 
     async fn next_text(stream: &mut HubStream) -> String {
@@ -161,14 +169,17 @@ mod tests {
     /// after a full interval of silence.
     #[tokio::test]
     async fn keep_alive_only_after_a_full_silence() {
-        let hub = Hub::new(HubConfig {
-            name: "test",
-            history_len: 10,
-            history_ttl: Duration::from_secs(60),
-            queue_len: 10,
-            max_streams_per_user: 1,
-            numbering: Numbering::Own,
-        });
+        let hub = Hub::new(
+            HubConfig {
+                name: "test",
+                history_len: 10,
+                history_ttl: Duration::from_secs(60),
+                queue_len: 10,
+                max_streams_per_user: 1,
+                numbering: Numbering::Own,
+            },
+            HistoryMemory::new(1 << 20),
+        );
         let sub = hub.subscribe("u", &LastSeen::Nothing, None).unwrap();
         let client = crate::client::ClientKey::V4(std::net::Ipv4Addr::LOCALHOST);
         let permit = StreamBudget::new(1, 1, 1).try_acquire(client).unwrap();

@@ -3,18 +3,21 @@
 mod common;
 
 use futures_util::StreamExt;
-use server::hub::{Hub, HubConfig, LastSeen, Numbering};
+use server::hub::{HistoryMemory, Hub, HubConfig, LastSeen, Numbering};
 use std::time::Duration;
 
 fn hub() -> Hub {
-    Hub::new(HubConfig {
-        name: "test",
-        history_len: 1000,
-        history_ttl: Duration::from_secs(600),
-        queue_len: 16,
-        max_streams_per_user: 16,
-        numbering: Numbering::Own,
-    })
+    Hub::new(
+        HubConfig {
+            name: "test",
+            history_len: 1000,
+            history_ttl: Duration::from_secs(600),
+            queue_len: 16,
+            max_streams_per_user: 16,
+            numbering: Numbering::Own,
+        },
+        HistoryMemory::new(64 << 20),
+    )
 }
 
 #[test]

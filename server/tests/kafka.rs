@@ -19,13 +19,16 @@ async fn records_reach_sse_intact_and_bad_ones_are_skipped_in_order() {
     let colons = broker
         .produce("demo:a:b: c\nline 2\r\nline 3\rend".as_bytes())
         .await;
-    let bad: [&[u8]; 6] = [
+    // Within --max-body, but 7 times larger as an event: over --max-frame-bytes.
+    let amplified = [&b"demo:"[..], &[b'\n'; 60_000]].concat();
+    let bad: [&[u8]; 7] = [
         b"no colon here",
         b":no user",
         b"demo:",
         b"a\x01b:ctl",
         b"demo:\xff\xfe",
         &[b'x'; 70_000],
+        &amplified,
     ];
     for value in bad {
         broker.produce(value).await;
@@ -41,7 +44,7 @@ async fn records_reach_sse_intact_and_bad_ones_are_skipped_in_order() {
     quiet(&mut demo, 500).await;
     assert_eq!(
         server.metric("ssepush_kafka_records_skipped_total").await,
-        6
+        7
     );
     server.stop().await;
     broker.down().await;

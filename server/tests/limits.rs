@@ -106,6 +106,44 @@ async fn bodies() {
         .await
         .unwrap();
     expect(response, 413, "larger").await;
+    // Line breaks are 7 bytes more each as an event: the event's size is what is capped.
+    for version in ["v2", "v3"] {
+        expect(
+            server.post(version, "demo", vec![b'\n'; 20_000]).await,
+            413,
+            "as an event (each line costs 7 more), over the limit of 131072",
+        )
+        .await;
+    }
+    server.stop().await;
+}
+
+/// A body that is declared and never sent, or never ends, gets 408 once the body timeout
+/// passes, and the connection is closed.
+#[tokio::test]
+async fn slow_bodies_are_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = spawn(&["--body-timeout", "300ms"]).await;
+    for request in [
+        &b"POST /v2/message?username=demo HTTP/1.1\r\nContent-Length: 10\r\n\r\n"[..],
+        b"POST /v3/message?username=demo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(request).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            tcp.read_to_string(&mut answer),
+        )
+        .await
+        .expect("closed after the answer")
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(
+            answer.ends_with("request body not received within 300ms\n"),
+            "{answer}"
+        );
+    }
     server.stop().await;
 }
 

@@ -1,5 +1,9 @@
 //! Test support: a real Kafka-protocol broker (tansu) on a free loopback port, started and
 //! stopped by the tests of the server and of the browser end-to-end suite.
+//!
+//! [`sse_parse`] reads event streams the way the HTML spec says a browser does.
+
+pub mod sse_parse;
 
 use rdkafka::{
     ClientConfig,

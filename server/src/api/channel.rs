@@ -49,6 +49,8 @@ struct Limits {
     retry: Duration,
     keep_alive: Duration,
     max_body: usize,
+    max_frame: usize,
+    body_timeout: Duration,
 }
 
 impl Channel {
@@ -65,6 +67,8 @@ impl Channel {
                 retry: c.retry,
                 keep_alive: c.keep_alive,
                 max_body: c.max_body,
+                max_frame: c.max_frame_bytes,
+                body_timeout: c.body_timeout,
             }),
         }
     }
@@ -115,7 +119,7 @@ async fn subscribe(
         .hub
         .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))
         .map_err(|e| channel.refusals.noted(e.into(), client))?;
-    tracing::debug!(?last, replayed = sub.replay.len(), "stream opened");
+    tracing::debug!(?last, replaying = sub.replaying(), "stream opened");
     let limits = &channel.limits;
     let body = HubStream::new(sub, limits.retry, limits.keep_alive, permit);
     Ok(sse_response(Body::from_stream(body)))
@@ -129,16 +133,25 @@ async fn publish(
     request: Request,
 ) -> Result<Json<wire::Published>, AppError> {
     // First: every POST takes a token, whatever becomes of it.
+    let limits = &channel.limits;
     if let Err(e) = channel.publish_rate.check(client) {
-        // The body is read all the same, within the usual limit, so that the connection can
+        // The body is read all the same, within the usual limits, so that the connection can
         // carry the client's next request: hyper closes one whose body was left unread.
-        let _ = message_body(request, channel.limits.max_body).await;
+        let _ = message_body(request, limits.max_body, limits.body_timeout).await;
         return Err(channel.refusals.noted(e.into(), client));
     }
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let wait = query.wait_delivered()?;
-    let text = message_body(request, channel.limits.max_body).await?;
+    let text = message_body(request, limits.max_body, limits.body_timeout)
+        .await
+        .map_err(|e| channel.refusals.noted(e, client))?;
+    let size = crate::frame::message_len(&text);
+    let limit = limits.max_frame;
+    if size > limit {
+        let refused = AppError::FrameTooLarge { size, limit };
+        return Err(channel.refusals.noted(refused, client));
+    }
     match &channel.sink {
         Sink::Local => {
             let d = channel.hub.publish(user, &text);

@@ -2,7 +2,7 @@
 
 mod channel;
 mod ops;
-mod params;
+pub(crate) mod params;
 mod v1;
 
 pub use channel::{Channel, Sink};

@@ -51,6 +51,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     gauge("history_messages", "gauge", &|s| s.history as u64);
     gauge("published_total", "counter", &|s| s.published);
     gauge("slow_streams_closed_total", "counter", &|s| s.slow_closed);
+    let memory = &state.memory;
+    let _ = writeln!(out, "# TYPE ssepush_history_bytes gauge");
+    let _ = writeln!(out, "ssepush_history_bytes {}", memory.used());
+    let _ = writeln!(out, "# TYPE ssepush_history_budget_bytes gauge");
+    let _ = writeln!(out, "ssepush_history_budget_bytes {}", memory.max());
+    let _ = writeln!(out, "# TYPE ssepush_history_evicted_total counter");
+    let _ = writeln!(out, "ssepush_history_evicted_total {}", memory.evicted());
     let _ = writeln!(out, "# TYPE ssepush_publish_rate_clients gauge");
     let _ = writeln!(
         out,

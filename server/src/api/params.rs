@@ -6,7 +6,7 @@ use axum::{
 };
 use http_body_util::BodyExt;
 use percent_encoding::percent_decode_str;
-use std::{borrow::Cow, str::Utf8Error};
+use std::{borrow::Cow, str::Utf8Error, time::Duration};
 
 use crate::{error::AppError, hub::LastSeen};
 
@@ -98,8 +98,19 @@ fn form_decode(raw: &str) -> Result<Cow<'_, str>, Utf8Error> {
     }
 }
 
-/// Reads a message body: raw UTF-8 text, whatever its Content-Type, at most `limit` bytes.
-pub async fn message_body(request: Request, limit: usize) -> Result<String, AppError> {
+/// Reads a message body: raw UTF-8 text, whatever its Content-Type, at most `limit` bytes,
+/// all of it within `timeout`.
+pub async fn message_body(
+    request: Request,
+    limit: usize,
+    timeout: Duration,
+) -> Result<String, AppError> {
+    tokio::time::timeout(timeout, read_body(request, limit))
+        .await
+        .map_err(|_| AppError::BodyTimeout(timeout))?
+}
+
+async fn read_body(request: Request, limit: usize) -> Result<String, AppError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

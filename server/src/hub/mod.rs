@@ -6,13 +6,15 @@
 //! never waits for a subscriber: each stream has its own bounded [`StreamQueue`].
 
 mod lanes;
+mod memory;
 mod position;
 mod queue;
 
+pub use memory::HistoryMemory;
 pub use position::{LastSeen, Position};
 pub use queue::{Closed, Next, StreamQueue};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::{
     collections::{HashMap, VecDeque},
     hash::{BuildHasher, RandomState},
@@ -90,15 +92,22 @@ struct Shared {
     closing: AtomicBool,
     slow_closed: AtomicU64,
     published: AtomicU64,
+    /// The server-wide history budget, shared with the other hubs.
+    memory: HistoryMemory,
 }
 
 type Shard = HashMap<Arc<str>, User>;
 
 struct User {
+    /// The same name as the registry's key.
+    name: Arc<str>,
     streams: Vec<Subscriber>,
     history: VecDeque<Entry>,
     /// Per lane, the highest seq this entry can no longer vouch for (evicted or older than it).
     floor: Vec<Position>,
+    /// The highest serial evicted from `history`: a replay whose cursor is below it missed
+    /// something.
+    evicted_serial: u64,
 }
 
 struct Subscriber {
@@ -110,9 +119,25 @@ struct Subscriber {
     /// Resumed from this position on a source lane this process has not opened yet: whether
     /// it missed anything is decided when the lane opens.
     pending: Option<Position>,
+    /// Still sending what it missed, read from the history as the socket drains; live
+    /// messages reach it through the history meanwhile, not its queue.
+    replay: Option<Replay>,
+}
+
+/// Where a stream's replay has got to.
+#[derive(Debug, Clone, Copy)]
+struct Replay {
+    /// Serial of the last entry sent (or skipped as already seen).
+    after: u64,
+    /// Position of the last message the client has, for a resync notice.
+    last: Option<Position>,
+    /// A lane opened past where the client resumed: the notice goes ahead of the next batch.
+    missed: Option<Position>,
 }
 
 struct Entry {
+    /// Order of publication across the server ([`HistoryMemory`]).
+    serial: u64,
     position: Position,
     frame: Bytes,
     at: Instant,
@@ -123,11 +148,32 @@ struct Entry {
 /// An open stream's end of the hub. Dropping it removes the stream from the registry.
 pub struct Subscription {
     pub queue: Arc<StreamQueue>,
-    /// Frames to send before live ones: a resync notice if needed, then missed messages.
-    pub replay: Vec<Bytes>,
+    /// Notices to send first: a resync when the client missed something.
+    pub notices: Vec<Bytes>,
+    /// Missed messages are still to be read with [`Subscription::replay_next`].
+    replaying: bool,
     hub: Hub,
     user: Arc<str>,
     id: u64,
+}
+
+impl Subscription {
+    /// The next missed messages, at least one and about `max_bytes` at most, read from the
+    /// history only as the stream asks for them. `None` once the stream has caught up; its
+    /// messages then come through [`Subscription::queue`].
+    pub fn replay_next(&mut self, max_bytes: usize) -> Option<Bytes> {
+        if !self.replaying {
+            return None;
+        }
+        let batch = self.hub.replay_next(&self.user, self.id, max_bytes);
+        self.replaying = batch.is_some();
+        batch
+    }
+
+    /// Whether missed messages are still to be sent.
+    pub fn replaying(&self) -> bool {
+        self.replaying
+    }
 }
 
 impl Drop for Subscription {
@@ -137,7 +183,8 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    pub fn new(config: HubConfig) -> Self {
+    /// A hub whose history is charged to `memory`, which other hubs may share.
+    pub fn new(config: HubConfig, memory: HistoryMemory) -> Self {
         let local_lane = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -153,6 +200,7 @@ impl Hub {
                 closing: AtomicBool::new(false),
                 slow_closed: AtomicU64::new(0),
                 published: AtomicU64::new(0),
+                memory,
             }),
         }
     }
@@ -170,11 +218,13 @@ impl Hub {
 
     /// A user entry created now can't vouch for anything published before it existed, so its
     /// floors start at the high water.
-    fn new_user(&self) -> User {
+    fn new_user(&self, name: Arc<str>) -> User {
         User {
+            name,
             streams: Vec::new(),
             history: VecDeque::new(),
             floor: self.high_water(),
+            evicted_serial: 0,
         }
     }
 
@@ -211,7 +261,12 @@ impl Hub {
                         continue;
                     };
                     if last.seq.saturating_add(1) < start {
-                        sub.queue.push(missed(last));
+                        match &mut sub.replay {
+                            Some(replay) => replay.missed = Some(last),
+                            None => {
+                                sub.queue.push(missed(last));
+                            }
+                        }
                     }
                 }
             }
@@ -223,8 +278,12 @@ impl Hub {
         let mut shard = self.shard(user);
         let entry = match shard.get_mut(user) {
             Some(entry) => entry,
-            None => shard.entry(Arc::from(user)).or_insert(self.new_user()),
+            None => {
+                let name: Arc<str> = Arc::from(user);
+                shard.entry(name.clone()).or_insert(self.new_user(name))
+            }
         };
+        let key = entry.name.clone();
         let position = match source {
             Some(position) => {
                 if entry
@@ -259,6 +318,11 @@ impl Hub {
             {
                 return true;
             }
+            if sub.replay.is_some() {
+                // It reads this from the history once it gets there.
+                delivered += 1;
+                return true;
+            }
             if sub.queue.push(frame.clone()) {
                 delivered += 1;
                 true
@@ -267,14 +331,19 @@ impl Hub {
                 false
             }
         });
+        let memory = &self.shared.memory;
+        let serial = memory.next_serial();
+        memory.add(frame.len());
         entry.history.push_back(Entry {
+            serial,
             position,
             frame,
             at: now,
             delivered,
         });
-        entry.evict(&self.shared.config, now);
+        entry.evict(&self.shared.config, now, memory);
         drop(shard);
+        memory.record(&self.shared, key, serial);
         self.shared.published.fetch_add(1, Relaxed);
         if slow > 0 {
             self.shared.slow_closed.fetch_add(slow, Relaxed);
@@ -308,17 +377,14 @@ impl Hub {
         let config = &self.shared.config;
         let now = Instant::now();
         let mut shard = self.shard(user);
-        let (key, entry) = match shard.get_key_value(user) {
-            Some((key, _)) => {
-                let key = key.clone();
-                let entry = shard.get_mut(user).expect("present");
-                (key, entry)
-            }
+        let entry = match shard.get_mut(user) {
+            Some(entry) => entry,
             None => {
-                let key: Arc<str> = Arc::from(user);
-                (key.clone(), shard.entry(key).or_insert(self.new_user()))
+                let name: Arc<str> = Arc::from(user);
+                shard.entry(name.clone()).or_insert(self.new_user(name))
             }
         };
+        let key = entry.name.clone();
         if entry.streams.len() >= config.max_streams_per_user {
             let limit = config.max_streams_per_user;
             if entry.streams.is_empty() && entry.history.is_empty() {
@@ -326,20 +392,27 @@ impl Hub {
             }
             return Err(SubscribeError::UserLimit(limit));
         }
-        entry.evict(config, now);
-        let (replay, skip_through, pending) = match last {
-            LastSeen::Nothing => (Vec::new(), None, None),
+        entry.evict(config, now, &self.shared.memory);
+        // Replays start after everything already evicted.
+        let from_start = Replay {
+            after: entry.evicted_serial,
+            last: None,
+            missed: None,
+        };
+        let (notices, replay, skip_through, pending) = match last {
+            LastSeen::Nothing => (Vec::new(), None, None, None),
             LastSeen::Unknown(raw) => {
-                let mut replay = vec![resync(
-                    raw,
-                    "the last event id is not one this server issues",
-                )];
-                replay.extend(entry.history.iter().map(|e| e.frame.clone()));
-                (replay, None, None)
+                let notice = resync(raw, "the last event id is not one this server issues");
+                (vec![notice], Some(from_start), None, None)
             }
             LastSeen::At(p) => {
-                let (replay, pending) = self.replay_after(entry, *p);
-                (replay, Some(*p), pending.then_some(*p))
+                let (notices, after, pending) = self.replay_after(entry, *p);
+                let replay = Replay {
+                    after: after.unwrap_or(from_start.after),
+                    last: Some(*p),
+                    missed: None,
+                };
+                (notices, Some(replay), Some(*p), pending.then_some(*p))
             }
         };
         let id = self.shared.next_stream_id.fetch_add(1, Relaxed);
@@ -349,20 +422,93 @@ impl Hub {
             queue: queue.clone(),
             skip_through,
             pending,
+            replay,
         });
         drop(shard);
         Ok(Subscription {
             queue,
-            replay,
+            notices,
+            replaying: replay.is_some(),
             hub: self.clone(),
             user: key,
             id,
         })
     }
 
-    /// What a client that saw `last` missed, and whether that can only be decided once
-    /// `last`'s lane opens.
-    fn replay_after(&self, user: &User, last: Position) -> (Vec<Bytes>, bool) {
+    /// The next batch of stream `id`'s replay; `None` once it has caught up, from which point
+    /// live messages are queued to it. Both happen under the user's lock, so none is missed
+    /// or sent twice.
+    fn replay_next(&self, user: &str, id: u64, max_bytes: usize) -> Option<Bytes> {
+        let mut shard = self.shard(user);
+        let entry = shard.get_mut(user)?;
+        let User {
+            streams,
+            history,
+            evicted_serial,
+            ..
+        } = entry;
+        let sub = streams.iter_mut().find(|s| s.id == id)?;
+        let replay = sub.replay.as_mut()?;
+        let mut batch = BytesMut::new();
+        if let Some(last) = replay.missed.take() {
+            batch.extend_from_slice(&missed(last));
+        }
+        if *evicted_serial > replay.after {
+            // What it was about to get was evicted meanwhile.
+            if let Some(last) = replay.last {
+                batch.extend_from_slice(&missed(last));
+            }
+            replay.after = *evicted_serial;
+        }
+        let start = history.partition_point(|e| e.serial <= replay.after);
+        for e in history.range(start..) {
+            if batch.len() >= max_bytes {
+                break;
+            }
+            replay.after = e.serial;
+            if sub
+                .skip_through
+                .is_some_and(|s| s.lane == e.position.lane && e.position.seq <= s.seq)
+            {
+                continue;
+            }
+            replay.last = Some(e.position);
+            batch.extend_from_slice(&e.frame);
+        }
+        if history.back().is_none_or(|e| e.serial <= replay.after) {
+            sub.replay = None;
+        }
+        if batch.is_empty() && sub.replay.is_none() {
+            return None;
+        }
+        Some(batch.freeze())
+    }
+
+    /// Evicts `user`'s entries up to `serial`, the oldest on the server, to keep history
+    /// within its memory budget. Returns how many were evicted.
+    fn evict_through(&self, user: &str, serial: u64) -> u64 {
+        let mut shard = self.shard(user);
+        let Some(entry) = shard.get_mut(user) else {
+            return 0;
+        };
+        let mut evicted = 0;
+        while entry.history.front().is_some_and(|e| e.serial <= serial) {
+            entry.pop_oldest(&self.shared.memory);
+            evicted += 1;
+        }
+        if entry.history.is_empty() {
+            entry.history = VecDeque::new();
+            if entry.streams.is_empty() {
+                shard.remove(user);
+            }
+        }
+        evicted
+    }
+
+    /// What a client that saw `last` missed: a resync notice if anything is gone, the serial
+    /// its replay starts after when `last` is in the history (else everything not already
+    /// seen is replayed), and whether that can only be decided once `last`'s lane opens.
+    fn replay_after(&self, user: &User, last: Position) -> (Vec<Bytes>, Option<u64>, bool) {
         // Whatever the user's history holds, this process can't vouch for what came after an
         // id from an earlier process (our own numbering), or after an id from before where it
         // started reading the lane (the source's).
@@ -373,36 +519,24 @@ impl Hub {
                 None => (false, true),
             },
         };
-        if let Some(i) = user
+        if let Some(e) = user
             .history
             .iter()
-            .position(|e| e.position == last)
+            .find(|e| e.position == last)
             .filter(|_| !unvouched)
         {
-            let replay = user
-                .history
-                .iter()
-                .skip(i + 1)
-                .map(|e| e.frame.clone())
-                .collect();
-            return (replay, false);
+            return (Vec::new(), Some(e.serial), false);
         }
         let evicted = user
             .floor
             .iter()
             .find(|f| f.lane == last.lane)
             .is_some_and(|floor| last.seq < floor.seq);
-        let mut replay = Vec::new();
+        let mut notices = Vec::new();
         if evicted || unvouched {
-            replay.push(missed(last));
+            notices.push(missed(last));
         }
-        replay.extend(
-            user.history
-                .iter()
-                .filter(|e| e.position.lane != last.lane || e.position.seq > last.seq)
-                .map(|e| e.frame.clone()),
-        );
-        (replay, pending)
+        (notices, None, pending)
     }
 
     fn unsubscribe(&self, user: &str, id: u64) {
@@ -414,7 +548,7 @@ impl Hub {
             }
             if entry.streams.is_empty() {
                 entry.streams = Vec::new();
-                entry.evict(&self.shared.config, now);
+                entry.evict(&self.shared.config, now, &self.shared.memory);
                 if entry.history.is_empty() {
                     shard.remove(user);
                 }
@@ -428,7 +562,7 @@ impl Hub {
         for shard in self.shared.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             shard.retain(|_, user| {
-                user.evict(&self.shared.config, now);
+                user.evict(&self.shared.config, now, &self.shared.memory);
                 !user.streams.is_empty() || !user.history.is_empty()
             });
             if shard.capacity() > 4 * shard.len() + 64 {
@@ -472,10 +606,17 @@ impl Hub {
     /// again where the source is read from next.
     pub fn reset_lane(&self, lane: u64) {
         self.shared.lanes.forget(lane);
+        let memory = &self.shared.memory;
         for shard in self.shared.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             shard.retain(|_, user| {
-                user.history.retain(|e| e.position.lane != lane);
+                user.history.retain(|e| {
+                    let keep = e.position.lane != lane;
+                    if !keep {
+                        memory.release(HistoryMemory::entry_cost(e.frame.len()));
+                    }
+                    keep
+                });
                 user.floor.retain(|f| f.lane != lane);
                 for sub in &mut user.streams {
                     if sub.skip_through.is_some_and(|s| s.lane == lane) {
@@ -545,18 +686,25 @@ pub struct HubStats {
 }
 
 impl User {
-    fn evict(&mut self, config: &HubConfig, now: Instant) {
+    fn evict(&mut self, config: &HubConfig, now: Instant, memory: &HistoryMemory) {
         while let Some(front) = self.history.front() {
             let expired = now.saturating_duration_since(front.at) >= config.history_ttl;
             if !expired && self.history.len() <= config.history_len {
                 break;
             }
-            let p = front.position;
-            self.raise_floor(p);
-            self.history.pop_front();
+            self.pop_oldest(memory);
         }
         if self.history.is_empty() && self.history.capacity() > 0 {
             self.history = VecDeque::new();
+        }
+    }
+
+    /// Drops the oldest entry, which this user can then no longer vouch for.
+    fn pop_oldest(&mut self, memory: &HistoryMemory) {
+        if let Some(e) = self.history.pop_front() {
+            self.raise_floor(e.position);
+            self.evicted_serial = self.evicted_serial.max(e.serial);
+            memory.release(HistoryMemory::entry_cost(e.frame.len()));
         }
     }
 

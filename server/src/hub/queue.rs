@@ -84,6 +84,19 @@ impl StreamQueue {
         true
     }
 
+    /// Frames waiting to be sent.
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .frames
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Ends the stream cleanly once what is queued has been sent.
     pub fn close(&self, why: Closed) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -5,14 +5,31 @@ use proptest::prelude::*;
 use std::task::{Context, Poll, Waker};
 
 fn hub(numbering: Numbering, history_len: usize, history_ttl: Duration) -> Hub {
-    Hub::new(HubConfig {
-        name: "test",
+    hub_in(
+        numbering,
         history_len,
         history_ttl,
-        queue_len: 10_000,
-        max_streams_per_user: 64,
-        numbering,
-    })
+        HistoryMemory::new(usize::MAX),
+    )
+}
+
+fn hub_in(
+    numbering: Numbering,
+    history_len: usize,
+    history_ttl: Duration,
+    memory: HistoryMemory,
+) -> Hub {
+    Hub::new(
+        HubConfig {
+            name: "test",
+            history_len,
+            history_ttl,
+            queue_len: 10_000,
+            max_streams_per_user: 64,
+            numbering,
+        },
+        memory,
+    )
 }
 
 fn v2() -> Hub {
@@ -62,11 +79,32 @@ fn parse(frames: &[u8]) -> Vec<Seen> {
         .collect()
 }
 
-/// Everything a subscription has to send now: its replay, then what is queued.
+/// Everything a subscription has to send now: its notices and replay, then what is queued.
 fn drain(sub: &mut Subscription) -> Vec<Seen> {
-    let mut bytes: Vec<u8> = sub.replay.drain(..).flat_map(|b| b.to_vec()).collect();
+    let mut bytes: Vec<u8> = sub.notices.drain(..).flat_map(|b| b.to_vec()).collect();
+    // Small batches, so replays cross batch boundaries.
+    while let Some(batch) = sub.replay_next(1) {
+        bytes.extend_from_slice(&batch);
+    }
     let mut cx = Context::from_waker(Waker::noop());
     while let Poll::Ready(Next::Frames(b)) = sub.queue.poll_next(&mut cx) {
+        bytes.extend_from_slice(&b);
+    }
+    parse(&bytes)
+}
+
+/// What a slow reader gets in one go: its notices and one replay batch, or, once it has caught
+/// up, what is queued.
+fn read_some(sub: &mut Subscription) -> Vec<Seen> {
+    let mut bytes: Vec<u8> = sub.notices.drain(..).flat_map(|b| b.to_vec()).collect();
+    if sub.replaying()
+        && let Some(batch) = sub.replay_next(1)
+    {
+        bytes.extend_from_slice(&batch);
+        return parse(&bytes);
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    if let Poll::Ready(Next::Frames(b)) = sub.queue.poll_next(&mut cx) {
         bytes.extend_from_slice(&b);
     }
     parse(&bytes)
@@ -263,6 +301,10 @@ enum Op {
     Drop(prop::sample::Index),
     /// Expire history (a no-op with a long TTL) and forget idle users.
     Sweep,
+    /// One stream reads one batch (a slow reader).
+    Read(prop::sample::Index),
+    /// Every stream reads all it has.
+    ReadAll,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -273,6 +315,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(user, from)| Op::Subscribe { user, from }),
         1 => any::<prop::sample::Index>().prop_map(Op::Drop),
         1 => Just(Op::Sweep),
+        2 => any::<prop::sample::Index>().prop_map(Op::Read),
+        1 => Just(Op::ReadAll),
     ]
 }
 
@@ -286,8 +330,22 @@ struct Open {
 
 /// Runs `ops` and checks every stream: each message at most once and in order; and unless
 /// the stream was told `resync`, exactly the user's messages after its last id.
-fn check(numbering: Numbering, history_len: usize, ops: &[Op]) -> Result<(), TestCaseError> {
-    let hub = hub(numbering, history_len, Duration::from_secs(600));
+///
+/// The history budget holds about `budget` entries across users, so it evicts too; streams
+/// read slowly, so replays meet live messages and evictions.
+fn check(
+    numbering: Numbering,
+    history_len: usize,
+    budget: usize,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
+    let memory = HistoryMemory::new(budget * (memory::ENTRY_OVERHEAD + 80));
+    let hub = hub_in(
+        numbering,
+        history_len,
+        Duration::from_secs(600),
+        memory.clone(),
+    );
     if numbering == Numbering::Source {
         hub.open_lane(0, 0);
     }
@@ -354,10 +412,22 @@ fn check(numbering: Numbering, history_len: usize, ops: &[Op]) -> Result<(), Tes
             }
             Op::Drop(_) => {}
             Op::Sweep => hub.sweep(),
+            Op::Read(i) if !open.is_empty() => {
+                let n = i.index(open.len());
+                let o = &mut open[n];
+                o.seen.extend(read_some(&mut o.sub));
+            }
+            Op::Read(_) => {}
+            Op::ReadAll => {
+                for o in &mut open {
+                    o.seen.extend(drain(&mut o.sub));
+                }
+            }
         }
-        for o in &mut open {
-            o.seen.extend(drain(&mut o.sub));
-        }
+        prop_assert!(memory.used() <= memory.max(), "{memory:?}");
+    }
+    for o in &mut open {
+        o.seen.extend(drain(&mut o.sub));
     }
     for o in open.iter().chain(&closed) {
         let ids: Vec<&String> = o
@@ -394,15 +464,80 @@ proptest! {
     fn own_numbering_never_duplicates_and_says_when_it_misses(
         ops in prop::collection::vec(op(), 1..60),
         history_len in 1usize..6,
+        budget in 2usize..12,
     ) {
-        check(Numbering::Own, history_len, &ops)?;
+        check(Numbering::Own, history_len, budget, &ops)?;
     }
 
     #[test]
     fn source_numbering_never_duplicates_and_says_when_it_misses(
         ops in prop::collection::vec(op(), 1..60),
         history_len in 1usize..6,
+        budget in 2usize..12,
     ) {
-        check(Numbering::Source, history_len, &ops)?;
+        check(Numbering::Source, history_len, budget, &ops)?;
     }
+}
+
+#[test]
+fn the_history_budget_evicts_the_oldest_across_users_and_resumes_resync() {
+    let memory = HistoryMemory::new(8 * 512);
+    let hub = hub_in(
+        Numbering::Own,
+        100,
+        Duration::from_secs(600),
+        memory.clone(),
+    );
+    let text = "x".repeat(100);
+    let ids: Vec<Position> = (0..20)
+        .map(|i| hub.publish(&format!("u{i}"), &text).position)
+        .collect();
+    assert!(memory.used() <= memory.max(), "{memory:?}");
+    assert!(memory.evicted() >= 10, "{memory:?}");
+    let kept = hub.stats().history;
+    assert!((4..10).contains(&kept), "{kept} entries kept");
+    // The newest are kept, the oldest are gone, and their users with them.
+    assert_eq!(hub.knows("u19", ids[19], &text), Some(true));
+    assert_eq!(hub.knows("u0", ids[0], &text), None);
+    assert_eq!(hub.stats().users, kept);
+    let mut late = subscribe(&hub, "u0", Some(&ids[0].to_string()));
+    assert_eq!(drain(&mut late), vec![Seen::Resync]);
+    // Entries that leave by the per-user limits return their charge too.
+    drop(late);
+    let memory = HistoryMemory::new(1 << 20);
+    let small = hub_in(Numbering::Own, 1, Duration::from_secs(600), memory.clone());
+    small.publish("solo", "a");
+    let one = memory.used();
+    for _ in 0..100 {
+        small.publish("solo", "b");
+    }
+    // Only the records of publication order remain of the evicted ones.
+    assert!(
+        memory.used() <= one + 100 * 64,
+        "{memory:?}, one entry {one}"
+    );
+}
+
+#[test]
+fn a_replay_read_slowly_gets_live_messages_after_it_in_order() {
+    let hub = v2();
+    let ids: Vec<String> = (0..5)
+        .map(|i| hub.publish("u", &format!("m{i}")).position.to_string())
+        .collect();
+    let mut sub = subscribe(&hub, "u", Some(&ids[0]));
+    assert_eq!(read_some(&mut sub), vec![msg(&ids[1], "m1")]);
+    let live = hub.publish("u", "live").position.to_string();
+    assert_eq!(sub.queue.len(), 0, "a replaying stream's queue stays empty");
+    assert_eq!(
+        drain(&mut sub),
+        vec![
+            msg(&ids[2], "m2"),
+            msg(&ids[3], "m3"),
+            msg(&ids[4], "m4"),
+            msg(&live, "live")
+        ]
+    );
+    let after = hub.publish("u", "after").position.to_string();
+    assert_eq!(sub.queue.len(), 1);
+    assert_eq!(drain(&mut sub), vec![msg(&after, "after")]);
 }

@@ -141,7 +141,12 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
         };
         let (partition, offset) = (message.partition(), message.offset());
         let lane = partition as u64;
-        let parsed = record::parse(message.payload(), settings.max_message);
+        let parsed = record::parse(message.payload(), settings.max_message).and_then(|(u, t)| {
+            match crate::frame::message_len(t) > settings.max_frame {
+                true => Err(record::BadRecord::FrameTooLarge(settings.max_frame)),
+                false => Ok((u, t)),
+            }
+        });
         let assignment = consumer.context().assignments();
         match partitions.get_mut(&partition) {
             None => {
@@ -492,6 +497,7 @@ mod tests {
             fetch_wait: Duration::from_millis(10),
             history_ttl: Duration::from_secs(600),
             max_message: 65536,
+            max_frame: 128 * 1024,
         };
         let c = config(&settings);
         assert_eq!(c.get("group.id"), Some("ssepush-host-3000"));

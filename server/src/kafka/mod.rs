@@ -43,6 +43,8 @@ pub struct Settings {
     /// A partition read for the first time starts at the first record this recent.
     pub history_ttl: Duration,
     pub max_message: usize,
+    /// The largest encoded event ([`crate::frame::message_len`]).
+    pub max_frame: usize,
 }
 
 impl Settings {
@@ -67,6 +69,7 @@ impl Settings {
             fetch_wait: config.kafka_fetch_wait,
             history_ttl: config.history_ttl,
             max_message: config.max_body,
+            max_frame: config.max_frame_bytes,
         })
     }
 }

@@ -10,6 +10,8 @@ pub enum BadRecord {
     NoColon,
     Username(wire::UsernameError),
     EmptyMessage,
+    /// The message's encoded event would be larger than the frame limit.
+    FrameTooLarge(usize),
 }
 
 impl fmt::Display for BadRecord {
@@ -21,6 +23,9 @@ impl fmt::Display for BadRecord {
             Self::NoColon => f.write_str("value has no ':' between username and message"),
             Self::Username(e) => e.fmt(f),
             Self::EmptyMessage => f.write_str("message is empty"),
+            Self::FrameTooLarge(limit) => {
+                write!(f, "message as an event would be larger than {limit} bytes")
+            }
         }
     }
 }
