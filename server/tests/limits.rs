@@ -236,6 +236,12 @@ struct Answer {
 }
 
 impl Answer {
+    async fn read(mut tcp: TcpStream) -> Self {
+        let head = read_head(&mut tcp).await;
+        let status = head[9..12].parse().unwrap();
+        Self { status, head, tcp }
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().find_map(|line| {
             let (n, v) = line.split_once(':')?;
@@ -245,6 +251,11 @@ impl Answer {
 
     /// The one-line reason of a refusal.
     async fn reason(mut self) -> String {
+        self.body().await
+    }
+
+    /// Reads the body (by its Content-Length); the connection stays for the next request.
+    async fn body(&mut self) -> String {
         let len: usize = self.header("content-length").unwrap().parse().unwrap();
         let mut body = vec![0; len];
         self.tcp.read_exact(&mut body).await.unwrap();
@@ -259,6 +270,11 @@ async fn raw_get(addr: SocketAddr, path: &str, version: &str, xff: Option<&str>)
     let xff = xff.map_or(String::new(), |ip| format!("X-Forwarded-For: {ip}\r\n"));
     let request = format!("GET {path} HTTP/{version}\r\nHost: t\r\n{xff}\r\n");
     tcp.write_all(request.as_bytes()).await.unwrap();
+    Answer::read(tcp).await
+}
+
+/// Reads a response head, byte by byte so that nothing after it is taken.
+async fn read_head(tcp: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -269,9 +285,7 @@ async fn raw_get(addr: SocketAddr, path: &str, version: &str, xff: Option<&str>)
         assert_eq!(n, 1, "closed before the head ended: {head:?}");
         head.push(byte[0]);
     }
-    let head = String::from_utf8(head).unwrap();
-    let status = head[9..12].parse().unwrap();
-    Answer { status, head, tcp }
+    String::from_utf8(head).unwrap()
 }
 
 async fn stream_from(server: &TestServer, version: &str, user: &str, xff: Option<&str>) -> Answer {
@@ -481,5 +495,28 @@ async fn spoofed_forwarded_for_does_not_buy_more_posts() {
     assert_eq!(statuses[..3], [200, 200, 200]);
     assert!(statuses.contains(&429), "{statuses:?}");
     assert_eq!(server.metric("ssepush_publish_rate_clients").await, 1);
+    server.stop().await;
+}
+
+/// A refused POST leaves its connection usable: the client's next request on it is answered,
+/// even when the body arrived after the head had already been judged.
+#[tokio::test]
+async fn a_refused_post_keeps_its_connection() {
+    let server = spawn(&["--publish-rate", "1", "--publish-burst", "1"]).await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let head = "POST /v2/message?username=demo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n";
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        // The body comes later, as from a client that writes head and body apart.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tcp.write_all(b"hi").await.unwrap();
+        let mut answer = Answer::read(tcp).await;
+        answer.body().await;
+        statuses.push(answer.status);
+        tcp = answer.tcp;
+    }
+    assert_eq!(statuses[0], 200);
+    assert!(statuses.contains(&429), "{statuses:?}");
     server.stop().await;
 }

@@ -133,14 +133,16 @@ async fn publish(
     request: Request,
 ) -> Result<Json<wire::Published>, AppError> {
     // First: every POST takes a token, whatever becomes of it.
-    channel
-        .publish_rate
-        .check(client)
-        .map_err(|e| channel.refusals.noted(e.into(), client))?;
+    let limits = &channel.limits;
+    if let Err(e) = channel.publish_rate.check(client) {
+        // The body is read all the same, within the usual limits, so that the connection can
+        // carry the client's next request: hyper closes one whose body was left unread.
+        let _ = message_body(request, limits.max_body, limits.body_timeout).await;
+        return Err(channel.refusals.noted(e.into(), client));
+    }
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let wait = query.wait_delivered()?;
-    let limits = &channel.limits;
     let text = message_body(request, limits.max_body, limits.body_timeout)
         .await
         .map_err(|e| channel.refusals.noted(e, client))?;
