@@ -20,6 +20,8 @@ CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
 case ":$PATH:" in *":$CARGO_BIN:"*) ;; *) export PATH="$CARGO_BIN:$PATH" ;; esac
 
 log() { printf '\033[1m[fuzz]\033[0m %s\n' "$*"; }
+# stat NAME LOG: a number from libFuzzer's final stats (-print_final_stats=1).
+stat() { awk -v k="stat::$1:" '$1 == k { print $2 }' "$2" | tail -n 1; }
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "the nightly toolchain is missing: rustup toolchain install nightly" >&2
@@ -56,9 +58,8 @@ for target in "${targets[@]}"; do
   output=$WORK/$target.log
   rc=0
   cargo +nightly fuzz run "$target" "${dirs[@]}" -- "${flags[@]}" >"$output" 2>&1 || rc=$?
-  stat() { awk -v k="stat::$1:" '$1 == k { print $2 }' "$output" | tail -n 1; }
-  execs=$(stat number_of_executed_units)
-  rate=$(stat average_exec_per_sec)
+  execs=$(stat number_of_executed_units "$output")
+  rate=$(stat average_exec_per_sec "$output")
   units=$(find "$corpus" -type f | wc -l)
   if [ "$rc" -eq 0 ]; then
     result=ok
