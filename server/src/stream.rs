@@ -166,8 +166,8 @@ mod tests {
     }
 
     /// The keep-alive timer is not moved on every message, yet a keep-alive still comes only
-    /// after a full interval of silence.
-    #[tokio::test]
+    /// after a full interval of silence. On paused time, so a busy machine can't shift it.
+    #[tokio::test(start_paused = true)]
     async fn keep_alive_only_after_a_full_silence() {
         let hub = Hub::new(
             HubConfig {
@@ -201,5 +201,55 @@ mod tests {
             sent.elapsed()
         );
         assert!(opened.elapsed() >= every + Duration::from_millis(200));
+    }
+
+    /// v1's exact rhythm on paused time: `hi!` at once and every interval, keep-alives in each
+    /// silence of `keep_alive`, and the stream ends on shutdown.
+    #[tokio::test(start_paused = true)]
+    async fn v1_ticks_with_keep_alives_in_the_silences() {
+        let client = crate::client::ClientKey::V4(std::net::Ipv4Addr::LOCALHOST);
+        let permit = StreamBudget::new(1, 1, 1).try_acquire(client).unwrap();
+        let shutdown = CancellationToken::new();
+        let interval = Duration::from_secs(1);
+        let keep_alive = Duration::from_millis(200);
+        let stream = v1(
+            interval,
+            keep_alive,
+            Duration::from_secs(2),
+            shutdown.clone(),
+            permit,
+        );
+        tokio::pin!(stream);
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        while seen.len() < 12 {
+            let Some(Ok(chunk)) = stream.next().await else {
+                panic!("ended early");
+            };
+            let text = String::from_utf8(chunk.to_vec()).unwrap();
+            let at = start.elapsed().as_millis();
+            seen.push((at, text));
+        }
+        let hi = "data: hi!\n\n";
+        let ka = ": keep-alive-text\n\n";
+        assert!(seen[0].1.starts_with(": stream open\nretry: 2000\n\n"));
+        assert!(seen[0].1.ends_with(hi));
+        let expected = [
+            (200, ka),
+            (400, ka),
+            (600, ka),
+            (800, ka),
+            (1000, hi),
+            (1200, ka),
+            (1400, ka),
+            (1600, ka),
+            (1800, ka),
+            (2000, hi),
+            (2200, ka),
+        ];
+        let got: Vec<(u128, &str)> = seen[1..].iter().map(|(t, s)| (*t, s.as_str())).collect();
+        assert_eq!(got, expected);
+        shutdown.cancel();
+        assert!(stream.next().await.is_none());
     }
 }

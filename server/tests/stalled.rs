@@ -4,12 +4,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_stream_is_cut_and_others_keep_flowing() {
     let server = common::spawn(&["--queue-len", "64", "--publish-burst", "100000"]).await;
@@ -17,7 +11,6 @@ async fn stalled_stream_is_cut_and_others_keep_flowing() {
     let mut other = server.open("v2", "other").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let rss_before = rss_kib();
     let body = "x".repeat(1024);
     let flood = {
         let base = server.base.clone();
@@ -45,12 +38,17 @@ async fn stalled_stream_is_cut_and_others_keep_flowing() {
         worst = worst.max(sent.elapsed());
     }
     flood.await.unwrap();
+    // Milliseconds on an idle machine (the bench measures it); the bound only catches a
+    // stream held up behind the stalled one, and leaves room for a busy CI machine.
+    println!("other user's worst latency during the flood: {worst:?}");
     assert!(
-        worst < Duration::from_millis(250),
+        worst < Duration::from_secs(3),
         "other user's worst latency {worst:?}"
     );
-    let grown = rss_kib().saturating_sub(rss_before);
-    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    // What the server holds: the user's history (1,000 messages of 1 KiB at most) and the
+    // records of publication order, not the stalled stream's backlog.
+    let held = server.metric("ssepush_history_bytes").await;
+    assert!(held < 4 << 20, "history holds {held} bytes");
 
     assert!(
         server

@@ -1,4 +1,6 @@
 //! v1's shape on the wire: a `data: hi!`, keep-alives only in the silences, a `data: hi!`.
+//! The exact timing is tested on paused time in `stream.rs`; here only the shape, which a
+//! busy machine can't change.
 
 mod common;
 
@@ -20,7 +22,7 @@ async fn hi_then_four_keep_alives_then_hi() {
     assert_eq!(response.headers()["x-accel-buffering"], "no");
     let mut body = response.bytes_stream();
     let mut text = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while text.matches("data: hi!").count() < 3 {
         let chunk = tokio::time::timeout_at(deadline, body.next())
             .await
@@ -34,14 +36,16 @@ async fn hi_then_four_keep_alives_then_hi() {
         blocks[0].starts_with(": stream open\nretry: "),
         "{blocks:?}"
     );
-    let rest: Vec<&str> = blocks[1..].to_vec();
     let hi = "data: hi!";
     let ka = ": keep-alive-text";
-    assert_eq!(
-        rest,
-        [hi, ka, ka, ka, ka, hi, ka, ka, ka, ka, hi],
-        "{text:?}"
-    );
+    let rest = &blocks[1..];
+    assert_eq!(rest.first(), Some(&hi), "{text:?}");
+    assert!(rest.iter().all(|b| *b == hi || *b == ka), "{text:?}");
+    // Keep-alives fill the silences between ticks (four of 200 ms in each second, on an
+    // idle machine).
+    for gap in rest.split(|b| *b == hi).skip(1).take(2) {
+        assert!(!gap.is_empty(), "no keep-alive between ticks: {text:?}");
+    }
     assert!(!text.contains("id:"));
     server.stop().await;
 }
