@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::{
+    api::STREAM_PATHS,
     client::ClientAddr,
     refusals::{Limit, Refusals},
     write_timeout::WriteTimeout,
@@ -484,8 +485,6 @@ pub(crate) struct StreamRequest {
 
 /// Request heads larger than this go to hyper.
 const PEEK_LEN: usize = 4096;
-/// Paths whose plain `GET`s are answered here.
-const STREAM_PATHS: [&str; 3] = ["/v1/sse", "/v2/sse", "/v3/sse"];
 
 /// Waits for the first bytes of a connection and, without consuming them, checks for a
 /// complete, plain `GET` of an event stream. `Ok(None)` means "anything else: ask hyper".

@@ -31,7 +31,9 @@ pub enum Sink {
     /// Straight into this process's hub (v2).
     Local,
     /// Into Kafka; every instance's consumer then feeds its own hub (v3).
-    Kafka(Option<Kafka>),
+    Kafka(Kafka),
+    /// Kafka is switched off on this server: POSTs are refused (v3 without brokers).
+    KafkaOff,
 }
 
 #[derive(Clone)]
@@ -160,7 +162,7 @@ async fn publish(
                 delivered: Some(d.delivered),
             }))
         }
-        Sink::Kafka(Some(kafka)) => {
+        Sink::Kafka(kafka) => {
             let position = kafka
                 .publish(user, &text)
                 .await
@@ -180,7 +182,7 @@ async fn publish(
                 delivered,
             }))
         }
-        Sink::Kafka(None) => Err(AppError::Unavailable(
+        Sink::KafkaOff => Err(AppError::Unavailable(
             "kafka is switched off on this server".into(),
         )),
     }

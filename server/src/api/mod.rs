@@ -19,12 +19,20 @@ use tracing::Level;
 
 use crate::{assets, error::AppError, state::AppState};
 
+/// The event-stream endpoints. The accept loop answers plain `GET`s of these itself
+/// ([`crate::serve`]); a test below checks each is routed.
+pub const STREAM_PATHS: [&str; 3] = ["/v1/sse", "/v2/sse", "/v3/sse"];
+
 /// Paths that belong to the API: unknown ones among them are 404s, never the web UI.
 const API_PREFIXES: [&str; 6] = ["/v1", "/v2", "/v3", "/healthz", "/readyz", "/metrics"];
 
 pub fn router(state: AppState) -> Router {
     let v2 = Channel::new(state.v2.clone(), Sink::Local, &state);
-    let v3 = Channel::new(state.v3.clone(), Sink::Kafka(state.kafka.clone()), &state);
+    let v3_sink = match state.kafka.clone() {
+        Some(kafka) => Sink::Kafka(kafka),
+        None => Sink::KafkaOff,
+    };
+    let v3 = Channel::new(state.v3.clone(), v3_sink, &state);
     let assets = assets::service(&state.config.static_dir);
     let router = Router::new()
         .route("/healthz", get(ops::healthz))
@@ -57,5 +65,34 @@ async fn fallback(assets: assets::Service, req: Request) -> Response {
     match assets.oneshot(req).await {
         Ok(response) => response,
         Err(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+    use axum::{body::Body, http::StatusCode};
+    use tokio_util::sync::CancellationToken;
+
+    /// The one list of stream paths matches the routes: each opens an event stream, and each
+    /// lies under an API prefix (so a typo in it could never fall through to the web UI).
+    #[tokio::test]
+    async fn every_stream_path_is_routed() {
+        let config = Config::from_args(["ssepush", "--kafka-brokers", ""]).unwrap();
+        let router = router(AppState::new(config, CancellationToken::new()));
+        for path in STREAM_PATHS {
+            let request = Request::get(format!("{path}?username=a"))
+                .body(Body::empty())
+                .unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(
+                response.headers()["content-type"],
+                "text/event-stream",
+                "{path}"
+            );
+            assert!(API_PREFIXES.iter().any(|p| path.starts_with(p)), "{path}");
+        }
     }
 }
