@@ -25,12 +25,18 @@ use rdkafka::{
 };
 use std::{
     collections::HashMap,
-    sync::{Arc, atomic::Ordering::Relaxed},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Kafka, Settings, context::Context, recent::Recent, record, skipped::SkippedLog};
+use super::{
+    Handled, Kafka, Settings,
+    context::{Context, Throttle},
+    recent::Recent,
+    record,
+    skipped::SkippedLog,
+};
 use crate::hub::Position;
 
 pub type KafkaConsumer = StreamConsumer<Context>;
@@ -91,11 +97,12 @@ struct Partition {
 }
 
 pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: CancellationToken) {
-    let shared = &kafka.shared;
-    let settings = &shared.settings;
-    let hub = &shared.hub;
-    let errors = super::context::Throttle::new(Duration::from_secs(10));
-    let mut flood = ErrorFlood::default();
+    let settings = kafka.settings();
+    let hub = kafka.hub();
+    let errors = Throttle::new(Duration::from_secs(10));
+    // More consume errors than this a second: a client failing on every poll, which would
+    // otherwise spin. Such a flood is slowed down.
+    let flood = Throttle::up_to(100, Duration::from_secs(1));
     let mut skipped = SkippedLog::new(Duration::from_secs(10));
     let mut partitions: HashMap<i32, Partition> = HashMap::new();
     let mut check = tokio::time::interval(Duration::from_secs(2));
@@ -130,7 +137,7 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
                 // Errors are queued events, one per failed connect and the like: drain them at
                 // once, or the assignment queued behind an outage's errors waits its turn (a
                 // pause per error once held it back ~30 s). Only a flood is slowed down.
-                if flood.hit() {
+                if !flood.allow() {
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -216,14 +223,13 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
             match parsed {
                 Ok((user, text)) => {
                     hub.publish_at(user, text, Position::new(lane, offset as u64));
-                    shared.records.fetch_add(1, Relaxed);
+                    kafka.handled(Handled::Delivered);
                 }
                 Err(why) => {
-                    shared.skipped.fetch_add(1, Relaxed);
                     skipped.record(partition, offset, &why);
+                    kafka.handled(Handled::Skipped);
                 }
             }
-            shared.progress.notify_waiters();
         }
         if let Err(e) = consumer.store_offset_from_message(&message)
             && errors.allow()
@@ -344,7 +350,7 @@ async fn restart_recreated_partitions(
     kafka: &Kafka,
     partitions: &mut HashMap<i32, Partition>,
 ) {
-    let topic = &kafka.shared.settings.topic;
+    let topic = &kafka.settings().topic;
     for (&partition, p) in partitions.iter_mut() {
         let Some((low, high)) = watermarks(consumer, topic, partition).await else {
             continue;
@@ -373,7 +379,7 @@ async fn restart_recreated_partitions(
         .await;
         match rewound {
             Ok(Ok(())) => {
-                kafka.shared.hub.open_lane(partition as u64, low as u64);
+                kafka.hub().open_lane(partition as u64, low as u64);
                 p.next = low;
                 p.opening = None;
                 p.max_high = high;
@@ -389,7 +395,7 @@ async fn restart_recreated_partitions(
 /// Forgets what this process knew of a partition whose topic was created anew: the hub's
 /// positions on it, the offset last committed, and the records last read.
 fn forget_partition(kafka: &Kafka, consumer: &KafkaConsumer, partition: i32, p: &mut Partition) {
-    kafka.shared.hub.reset_lane(partition as u64);
+    kafka.hub().reset_lane(partition as u64);
     consumer.context().forget_committed(partition);
     p.recent.clear();
 }
@@ -411,7 +417,7 @@ async fn watermarks(
 
 /// Commits the offsets stored so far, without waiting; the result reaches the context's commit
 /// callback.
-fn commit_stored(consumer: &KafkaConsumer, errors: &super::context::Throttle) {
+fn commit_stored(consumer: &KafkaConsumer, errors: &Throttle) {
     match consumer.commit_consumer_state(CommitMode::Async) {
         Ok(()) => {}
         Err(rdkafka::error::KafkaError::ConsumerCommit(
@@ -448,31 +454,6 @@ async fn final_commit(consumer: Arc<KafkaConsumer>) {
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "kafka final commit failed"),
         Err(_) => tracing::warn!("kafka final commit thread ended without an answer"),
-    }
-}
-
-/// More than [`ErrorFlood::PER_SECOND`] consume errors within a second: a client failing on
-/// every poll, which would otherwise spin.
-#[derive(Default)]
-struct ErrorFlood {
-    window: Option<std::time::Instant>,
-    count: u32,
-}
-
-impl ErrorFlood {
-    const PER_SECOND: u32 = 100;
-
-    fn hit(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        if self
-            .window
-            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1))
-        {
-            self.window = Some(now);
-            self.count = 0;
-        }
-        self.count += 1;
-        self.count > Self::PER_SECOND
     }
 }
 

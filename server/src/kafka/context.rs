@@ -16,29 +16,43 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Lets a repeating message through at most once per period, so a broker that stays down is
-/// reported clearly instead of once per retry.
+/// Lets a repeating event through at most `per_period` times a period: a log line that would
+/// repeat once per retry while a broker stays down, or the errors a consumer drains at once
+/// before a flood of them is slowed down.
 pub struct Throttle {
     period: Duration,
-    last: Mutex<Option<Instant>>,
+    per_period: u32,
+    /// When the current period started, and how many were let through in it.
+    window: Mutex<Option<(Instant, u32)>>,
 }
 
 impl Throttle {
+    /// Once per period.
     pub const fn new(period: Duration) -> Self {
+        Self::up_to(1, period)
+    }
+
+    pub const fn up_to(per_period: u32, period: Duration) -> Self {
         Self {
             period,
-            last: Mutex::new(None),
+            per_period,
+            window: Mutex::new(None),
         }
     }
 
     pub fn allow(&self) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < self.period) {
-            return false;
+        match &mut *window {
+            Some((start, n)) if now.duration_since(*start) < self.period => {
+                *n += 1;
+                *n <= self.per_period
+            }
+            slot => {
+                *slot = Some((now, 1));
+                true
+            }
         }
-        *last = Some(now);
-        true
     }
 }
 
@@ -151,4 +165,21 @@ fn describe(tpl: &TopicPartitionList) -> String {
         .map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset()))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_lets_through_up_to_its_count_each_period() {
+        let once = Throttle::new(Duration::from_secs(3600));
+        assert!(once.allow());
+        assert!(!once.allow());
+        let flood = Throttle::up_to(3, Duration::from_secs(3600));
+        let allowed: Vec<bool> = (0..5).map(|_| flood.allow()).collect();
+        assert_eq!(allowed, [true, true, true, false, false]);
+        let every_time = Throttle::up_to(1, Duration::ZERO);
+        assert!((0..5).all(|_| every_time.allow()));
+    }
 }

@@ -101,6 +101,13 @@ struct Status {
     detail: String,
 }
 
+/// What became of a record the consumer read.
+#[derive(Debug, Clone, Copy)]
+enum Handled {
+    Delivered,
+    Skipped,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KafkaStats {
     pub connected: bool,
@@ -154,6 +161,21 @@ impl Kafka {
 
     pub fn settings(&self) -> &Settings {
         &self.shared.settings
+    }
+
+    /// The hub the consumer feeds.
+    fn hub(&self) -> &Hub {
+        &self.shared.hub
+    }
+
+    /// The consumer is done with a record: counts it, and wakes POSTs waiting for it.
+    fn handled(&self, record: Handled) {
+        let counter = match record {
+            Handled::Delivered => &self.shared.records,
+            Handled::Skipped => &self.shared.skipped,
+        };
+        counter.fetch_add(1, Relaxed);
+        self.shared.progress.notify_waiters();
     }
 
     /// Produces a message for `user` and waits for Kafka's acknowledgement: where Kafka
