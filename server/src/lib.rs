@@ -44,20 +44,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let token = CancellationToken::new();
-    let mut state = AppState::new(config, token.clone());
-    state.kafka = match kafka::Settings::from_config(&state.config) {
-        Some(settings) => Some(kafka::Kafka::start(
-            settings,
-            state.v3.clone(),
-            token.clone(),
-        )?),
-        None => {
-            tracing::warn!(
-                "kafka is switched off: v3 streams get no messages and v3 POSTs answer 503"
-            );
-            None
-        }
-    };
+    let state = AppState::new(config, token.clone())?;
     let grace = state.config.shutdown_grace;
     let options = serve::Options::new(&state.config, state.refusals.clone());
     tokio::spawn(sweep(state.clone(), token.clone()));

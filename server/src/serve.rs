@@ -722,13 +722,19 @@ mod tests {
     }
 
     async fn start(args: &[&str]) -> Running {
-        let mut argv = vec!["ssepush", "--static-dir", "/nonexistent"];
+        let mut argv = vec![
+            "ssepush",
+            "--static-dir",
+            "/nonexistent",
+            "--kafka-brokers",
+            "",
+        ];
         argv.extend_from_slice(args);
         let config = Config::from_args(argv).unwrap();
         let listener = bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
         let addr = listener.local_addr().unwrap();
         let token = CancellationToken::new();
-        let state = AppState::new(config, token.clone());
+        let state = AppState::new(config, token.clone()).unwrap();
         let app = api::router(state.clone());
         let mut options = Options::new(&state.config, state.refusals.clone());
         options.grace = Duration::from_secs(2);

@@ -10,7 +10,7 @@ use crate::{
     config::Config,
     error::retry_after_secs,
     hub::{HistoryMemory, Hub, HubConfig, Numbering},
-    kafka::Kafka,
+    kafka::{self, Kafka},
     publish_rate::PublishRate,
     refusals::Refusals,
 };
@@ -36,7 +36,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, shutdown: CancellationToken) -> Self {
+    /// Everything the handlers reach, v3's Kafka clients included: they are started here when
+    /// brokers are configured (they need not be up), so no handler ever sees them half set up.
+    pub fn new(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let memory = HistoryMemory::new(config.history_max_bytes);
         let hub = |name, numbering| {
             Hub::new(
@@ -51,7 +53,17 @@ impl AppState {
                 memory.clone(),
             )
         };
-        Self {
+        let v3 = hub("v3", Numbering::Source);
+        let kafka = match kafka::Settings::from_config(&config) {
+            Some(settings) => Some(Kafka::start(settings, v3.clone(), shutdown.clone())?),
+            None => {
+                tracing::warn!(
+                    "kafka is switched off: v3 streams get no messages and v3 POSTs answer 503"
+                );
+                None
+            }
+        };
+        Ok(Self {
             budget: StreamBudget::new(
                 config.max_streams,
                 config.max_streams_per_client,
@@ -61,12 +73,12 @@ impl AppState {
             publish_rate: PublishRate::new(config.publish_rate, config.publish_burst),
             refusals: Refusals::default(),
             v2: hub("v2", Numbering::Own),
-            v3: hub("v3", Numbering::Source),
+            v3,
             memory,
-            kafka: None,
+            kafka,
             config: Arc::new(config),
             shutdown,
-        }
+        })
     }
 
     pub fn hubs(&self) -> [&Hub; 2] {

@@ -23,7 +23,7 @@ fn state(args: &[&str]) -> AppState {
     ]
     .into_iter()
     .chain(args.iter().copied());
-    AppState::new(Config::from_args(argv).unwrap(), CancellationToken::new())
+    AppState::new(Config::from_args(argv).unwrap(), CancellationToken::new()).unwrap()
 }
 
 fn request(method: Method, uri: &str, body: impl Into<Body>) -> Request<Body> {

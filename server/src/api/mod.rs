@@ -80,7 +80,7 @@ mod tests {
     #[tokio::test]
     async fn every_stream_path_is_routed() {
         let config = Config::from_args(["ssepush", "--kafka-brokers", ""]).unwrap();
-        let router = router(AppState::new(config, CancellationToken::new()));
+        let router = router(AppState::new(config, CancellationToken::new()).unwrap());
         for path in STREAM_PATHS {
             let request = Request::get(format!("{path}?username=a"))
                 .body(Body::empty())
