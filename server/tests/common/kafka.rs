@@ -57,7 +57,12 @@ pub async fn wait_consuming(server: &TestServer, broker: &mut Broker) {
 }
 
 pub async fn expect(events: &mut Events, data: &str, offset: i64) {
-    let e = next(events, 20).await;
+    expect_within(events, data, offset, 20).await;
+}
+
+/// [`expect`], waiting up to `secs` seconds.
+pub async fn expect_within(events: &mut Events, data: &str, offset: i64, secs: u64) {
+    let e = next(events, secs).await;
     assert_eq!(
         (e.data.as_str(), e.id.as_str()),
         (data, format!("0-{offset}").as_str())
