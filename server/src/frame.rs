@@ -107,7 +107,7 @@ fn put_data(buf: &mut BytesMut, data: &str) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use testkit::sse_parse::{self, Event};
+    use testkit::sse_parse::{FrameCase, as_received};
 
     fn split(s: &str) -> Vec<&str> {
         lines(s).collect()
@@ -149,71 +149,25 @@ mod tests {
         );
     }
 
-    /// What a client's `event.data` holds for a payload.
-    fn as_received(data: &str) -> String {
-        data.replace("\r\n", "\n").replace('\r', "\n")
-    }
-
-    fn ev(event_type: &str, data: &str, last_event_id: &str) -> Event {
-        Event {
-            event_type: event_type.into(),
-            data: as_received(data),
-            last_event_id: last_event_id.into(),
-        }
-    }
-
-    /// Each frame kind, alone and after a preamble in one stream (fed whole, and in two chunks
-    /// split at `split`/255 of its length), reaches a WHATWG parser as exactly what went in:
-    /// one event each with its data, type and id, the preamble's retry, and no other field or
-    /// comment. The same check as the `frame_roundtrip` fuzz target's.
+    /// Each frame kind, alone and after a preamble in one stream, reaches a WHATWG parser as
+    /// exactly what went in ([`FrameCase::check`], which the `frame_roundtrip` fuzz target
+    /// runs too).
     fn check_round_trip(data: &str, id: &str, event: &str, retry_ms: u64, split: u8) {
-        let frames = [message(id, data), named(event, data), data_only(data)];
-        let event_type = if event.is_empty() { "message" } else { event };
-        let alone = [
-            ev("message", data, id),
-            ev(event_type, data, ""),
-            ev("message", data, ""),
-        ];
-        // One `data` field per line of what the client receives.
-        let received = as_received(data);
-        let data_fields = || {
-            received
-                .split('\n')
-                .map(|l| ("data".to_owned(), l.to_owned()))
+        let case = FrameCase {
+            data: data.into(),
+            id: id.into(),
+            event: event.into(),
+            retry_ms,
+            split,
         };
-        let field = |name: &str, value: &str| (name.to_owned(), value.to_owned());
-        for (frame, expected) in frames.iter().zip(alone) {
-            assert!(!frame.contains(&b'\r'), "{frame:?}");
-            let p = sse_parse::parse(frame);
-            assert_eq!(p.events, [expected], "{frame:?}");
-            assert!(p.comments.is_empty() && p.retry.is_none());
-        }
+        check(&case);
+    }
 
-        let mut stream = preamble(Duration::from_millis(retry_ms)).to_vec();
-        frames.iter().for_each(|f| stream.extend_from_slice(f));
-        let mut fields = vec![field("retry", &retry_ms.to_string()), field("id", id)];
-        fields.extend(data_fields());
-        fields.push(field("event", event));
-        fields.extend(data_fields());
-        fields.extend(data_fields());
-        // named and data_only leave the last event id as message set it.
-        let events = [
-            ev("message", data, id),
-            ev(event_type, data, id),
-            ev("message", data, id),
-        ];
-
-        let whole = sse_parse::parse(&stream);
-        let mut chunked = sse_parse::Parser::new();
-        let (a, b) = stream.split_at(stream.len() * usize::from(split) / 255);
-        chunked.feed(a);
-        chunked.feed(b);
-        for p in [whole, chunked] {
-            assert_eq!(p.events, events);
-            assert_eq!(p.fields, fields);
-            assert_eq!(p.comments, [" stream open"]);
-            assert_eq!(p.retry, Some(retry_ms));
-        }
+    fn check(case: &FrameCase) {
+        let (data, id, event) = (&case.data, &case.id, &case.event);
+        let frames = [message(id, data), named(event, data), data_only(data)];
+        let preamble = preamble(Duration::from_millis(case.retry_ms));
+        case.check([&frames[0], &frames[1], &frames[2]], &preamble);
     }
 
     #[test]
@@ -240,19 +194,7 @@ mod tests {
             };
             for entry in dir {
                 let input = std::fs::read(entry.unwrap().path()).unwrap();
-                let mut parts = input.splitn(4, |&b| b == 0xFF);
-                let mut next =
-                    || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                let data = next();
-                let id = next().replace(['\r', '\n', '\0'], "");
-                let event = next().replace(['\r', '\n'], "");
-                let tail = parts.next().unwrap_or_default();
-                let mut retry = [0; 4];
-                let n = tail.len().min(4);
-                retry[..n].copy_from_slice(&tail[..n]);
-                let retry_ms = u64::from(u32::from_le_bytes(retry));
-                let split = tail.get(4).copied().unwrap_or(0);
-                check_round_trip(&data, &id, &event, retry_ms, split);
+                check(&FrameCase::decode(&input));
                 checked += 1;
             }
         }

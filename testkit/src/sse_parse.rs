@@ -139,6 +139,126 @@ impl Parser {
     }
 }
 
+/// One frame round-trip case: a payload, the id and event name the server may put in a frame,
+/// the preamble's retry, and where to split the stream in two chunks (`split`/255 of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameCase {
+    pub data: String,
+    pub id: String,
+    pub event: String,
+    pub retry_ms: u64,
+    pub split: u8,
+}
+
+impl FrameCase {
+    /// The `frame_roundtrip` fuzz target's input: `data 0xFF id 0xFF event 0xFF tail`, each
+    /// part decoded as UTF-8 with replacement (0xFF never occurs in UTF-8). The id loses CR, LF
+    /// and NUL and the event name CR and LF, which the server never puts there. The tail's
+    /// first four bytes (little-endian) are the retry in milliseconds, its fifth the split.
+    pub fn decode(input: &[u8]) -> Self {
+        let mut parts = input.splitn(4, |&b| b == 0xFF);
+        let mut next = || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+        let data = next();
+        let id = next().replace(['\r', '\n', '\0'], "");
+        let event = next().replace(['\r', '\n'], "");
+        let tail = parts.next().unwrap_or_default();
+        let mut retry = [0; 4];
+        let n = tail.len().min(4);
+        retry[..n].copy_from_slice(&tail[..n]);
+        Self {
+            data,
+            id,
+            event,
+            retry_ms: u64::from(u32::from_le_bytes(retry)),
+            split: tail.get(4).copied().unwrap_or(0),
+        }
+    }
+
+    /// Checks the server's encoding of this case: `frames` are its `message(id, data)`,
+    /// `named(event, data)` and `data_only(data)`, `preamble` what a stream opens with.
+    ///
+    /// Each frame alone reaches the parser as exactly one event with its data, type and id,
+    /// and only its own fields; after the preamble in one stream (read whole, and in two chunks
+    /// split at `split`), the three give the same events, the preamble's retry and comment, and
+    /// no other field.
+    pub fn check(&self, frames: [&[u8]; 3], preamble: &[u8]) {
+        let Self {
+            data,
+            id,
+            event,
+            retry_ms,
+            split,
+        } = self;
+        let event_type = if event.is_empty() { "message" } else { event };
+        // One `data` field per line of what the client receives.
+        let received = as_received(data);
+        let data_fields = || {
+            received
+                .split('\n')
+                .map(|l| ("data".to_owned(), l.to_owned()))
+        };
+        let field = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+
+        let alone = [
+            ev("message", data, id),
+            ev(event_type, data, ""),
+            ev("message", data, ""),
+        ];
+        let heads = [vec![field("id", id)], vec![field("event", event)], vec![]];
+        for ((frame, expected), head) in frames.iter().zip(alone).zip(heads) {
+            assert!(!frame.contains(&b'\r'), "a frame holds a CR: {frame:?}");
+            let p = parse(frame);
+            assert_eq!(p.events, [expected], "{frame:?}");
+            let fields: Vec<_> = head.into_iter().chain(data_fields()).collect();
+            assert_eq!(p.fields, fields, "{frame:?}");
+            assert!(p.comments.is_empty() && p.retry.is_none(), "{frame:?}");
+        }
+
+        let mut stream = preamble.to_vec();
+        frames.iter().for_each(|f| stream.extend_from_slice(f));
+        // named and data_only leave the last event id as message set it.
+        let events = [
+            ev("message", data, id),
+            ev(event_type, data, id),
+            ev("message", data, id),
+        ];
+        let mut fields = vec![field("retry", &retry_ms.to_string()), field("id", id)];
+        fields.extend(data_fields());
+        fields.push(field("event", event));
+        fields.extend(data_fields());
+        fields.extend(data_fields());
+        for p in [parse(&stream), parse_split(&stream, *split)] {
+            assert_eq!(p.events, events);
+            assert_eq!(p.fields, fields);
+            assert_eq!(p.comments, [" stream open"]);
+            assert_eq!(p.retry, Some(*retry_ms));
+            assert_eq!(p.last_event_id, *id);
+        }
+    }
+}
+
+/// What a client's `event.data` holds for a payload: every line break arrives as LF.
+pub fn as_received(data: &str) -> String {
+    data.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+fn ev(event_type: &str, data: &str, last_event_id: &str) -> Event {
+    Event {
+        event_type: event_type.into(),
+        data: as_received(data),
+        last_event_id: last_event_id.into(),
+    }
+}
+
+/// `stream` read in two chunks, split at `split`/255 of its length.
+pub fn parse_split(stream: &[u8], split: u8) -> Parser {
+    let mut parser = Parser::new();
+    let (a, b) = stream.split_at(stream.len() * usize::from(split) / 255);
+    parser.feed(a);
+    parser.feed(b);
+    parser
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,18 +107,23 @@ impl TestServer {
     }
 
     pub async fn metric(&self, name: &str) -> u64 {
-        let text = client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("metric {name} in {text}"))
+        metric(&self.base, name).await
     }
+}
+
+/// The value of the series `name` (labels included) in the `/metrics` of the server at `base`.
+pub async fn metric(base: &str, name: &str) -> u64 {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} in {text}"))
 }
 
 pub fn client() -> reqwest::Client {
