@@ -14,7 +14,7 @@ use std::{sync::Arc, time::Duration};
 use super::params::{StreamQuery, message_body};
 use crate::{
     budget::StreamBudget,
-    client::{Client, TrustedProxies},
+    client::{Client, ClientKey, TrustedProxies},
     error::AppError,
     hub::Hub,
     kafka::Kafka,
@@ -110,17 +110,27 @@ async fn subscribe(
     headers: HeaderMap,
     disconnect: Option<Extension<Disconnect>>,
 ) -> Result<Response, AppError> {
+    let refusals = channel.refusals.clone();
+    open_stream(channel, client, query, headers, disconnect)
+        .await
+        .map_err(|e| refusals.noted(e, client))
+}
+
+/// [`subscribe`]; a refusal by a limit is counted there.
+async fn open_stream(
+    channel: Channel,
+    client: ClientKey,
+    query: StreamQuery,
+    headers: HeaderMap,
+    disconnect: Option<Extension<Disconnect>>,
+) -> Result<Response, AppError> {
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let last = query.last_seen(&headers);
-    let permit = channel
-        .budget
-        .try_acquire(client)
-        .map_err(|full| channel.refusals.noted(full.into(), client))?;
+    let permit = channel.budget.try_acquire(client)?;
     let sub = channel
         .hub
-        .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))
-        .map_err(|e| channel.refusals.noted(e.into(), client))?;
+        .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))?;
     tracing::debug!(?last, replaying = sub.replaying(), "stream opened");
     let limits = &channel.limits;
     let body = HubStream::new(sub, limits.retry, limits.keep_alive, permit);
@@ -134,25 +144,35 @@ async fn publish(
     query: StreamQuery,
     request: Request,
 ) -> Result<Json<wire::Published>, AppError> {
+    let refusals = channel.refusals.clone();
+    publish_message(channel, client, query, request)
+        .await
+        .map_err(|e| refusals.noted(e, client))
+}
+
+/// [`publish`]; a refusal by a limit is counted there.
+async fn publish_message(
+    channel: Channel,
+    client: ClientKey,
+    query: StreamQuery,
+    request: Request,
+) -> Result<Json<wire::Published>, AppError> {
     // First: every POST takes a token, whatever becomes of it.
     let limits = &channel.limits;
     if let Err(e) = channel.publish_rate.check(client) {
         // The body is read all the same, within the usual limits, so that the connection can
         // carry the client's next request: hyper closes one whose body was left unread.
         let _ = message_body(request, limits.max_body, limits.body_timeout).await;
-        return Err(channel.refusals.noted(e.into(), client));
+        return Err(e.into());
     }
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let wait = query.wait_delivered()?;
-    let text = message_body(request, limits.max_body, limits.body_timeout)
-        .await
-        .map_err(|e| channel.refusals.noted(e, client))?;
+    let text = message_body(request, limits.max_body, limits.body_timeout).await?;
     let size = crate::frame::message_len(&text);
     let limit = limits.max_frame;
     if size > limit {
-        let refused = AppError::FrameTooLarge { size, limit };
-        return Err(channel.refusals.noted(refused, client));
+        return Err(AppError::FrameTooLarge { size, limit });
     }
     match &channel.sink {
         Sink::Local => {
