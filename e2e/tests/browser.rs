@@ -1,13 +1,14 @@
 //! The built page against the real server, in headless Chromium.
 //!
 //! Needs `trunk build --release` first (dist/ at the workspace root, or `E2E_DIST`), and
-//! chromium + chromedriver (`CHROMEDRIVER` overrides the driver's path). The screenshot lands
-//! in `target/e2e/`.
+//! chromium + chromedriver (`CHROMEDRIVER` overrides the driver's path). The server is the
+//! `ssepush` binary, built by the test itself, as a child process. The screenshot lands in
+//! `target/e2e/`; the server's log is kept and printed if the test fails.
 //!
 //! To cover another API version, add a step to [`scenario`] using the same helpers:
 //! `page.open_and_connect(user, "v3")`, `publish(.., "v3", ..)`, `page.wait_for_text(..)`.
 
-use std::net::SocketAddr;
+use std::ffi::OsStr;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,10 +20,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
-use testkit::Broker;
+use testkit::{Broker, TestServer};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// How long any single expectation may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -61,76 +60,21 @@ fn dist_dir() -> PathBuf {
     dist
 }
 
-/// The real server on an ephemeral port; it can be stopped and started again on that port.
-struct TestServer {
-    dist: PathBuf,
-    kafka: String,
-    addr: SocketAddr,
-    base: String,
-    running: Option<(oneshot::Sender<()>, JoinHandle<Result<()>>)>,
-}
-
-impl TestServer {
-    async fn start(dist: &Path, kafka: &str) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let mut server = Self {
-            dist: dist.to_owned(),
-            kafka: kafka.to_owned(),
-            addr,
-            base: format!("http://{addr}"),
-            running: None,
-        };
-        server.serve(listener)?;
-        Ok(server)
-    }
-
-    fn serve(&mut self, listener: tokio::net::TcpListener) -> Result<()> {
-        let group = format!("e2e-{}", std::process::id());
-        let config = server::Config::from_args([
-            "ssepush".as_ref(),
-            "--static-dir".as_ref(),
-            self.dist.as_os_str(),
-            "--kafka-brokers".as_ref(),
-            self.kafka.as_ref(),
-            "--kafka-group".as_ref(),
-            group.as_ref(),
-            "--kafka-session-timeout".as_ref(),
-            "2s".as_ref(),
-        ])?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(listener, config, async {
-            let _ = stopped.await;
-        }));
-        self.running = Some((stop, task));
-        Ok(())
-    }
-
-    /// Shuts the server down gracefully (open streams end) and waits until it has stopped.
-    async fn stop(&mut self) -> Result<()> {
-        let Some((stop, task)) = self.running.take() else {
-            return Ok(());
-        };
-        drop(stop);
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .context("server did not stop within 10 s")??
-    }
-
-    /// A fresh server (empty history) on the same address.
-    async fn start_again(&mut self) -> Result<()> {
-        let deadline = Instant::now() + PATIENCE;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(listener) => break listener,
-                Err(e) if Instant::now() > deadline => {
-                    return Err(e).context(format!("cannot bind {} again", self.addr));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
-        self.serve(listener)
-    }
+/// The real binary, with the built UI and the test broker; it can be stopped and started
+/// again on the same address.
+async fn start_server(dist: &Path, kafka: &str) -> TestServer {
+    let group = format!("e2e-{}", std::process::id());
+    let args: [&OsStr; 8] = [
+        "--static-dir".as_ref(),
+        dist.as_os_str(),
+        "--kafka-brokers".as_ref(),
+        kafka.as_ref(),
+        "--kafka-group".as_ref(),
+        group.as_ref(),
+        "--kafka-session-timeout".as_ref(),
+        "2s".as_ref(),
+    ];
+    TestServer::start(testkit::ssepush_binary(), args).await
 }
 
 /// chromedriver on a free port; killed when dropped.
@@ -389,9 +333,9 @@ async fn scenario(client: &Client, server: &mut TestServer, broker: &mut Broker)
     // with Last-Event-ID on its own; a fresh server does not know that id and says so with a
     // resync event, which the page shows as a notice.
     client.switch_to_window(first_tab.clone()).await?;
-    server.stop().await?;
+    server.stop().await;
     page.wait_state("reconnecting").await?;
-    server.start_again().await?;
+    server.start_again().await;
     page.wait_state("live").await?;
     let notice = format!("Resync after {in_first}");
     page.wait_js(
@@ -486,7 +430,7 @@ async fn wait_ready(base: &str) -> Result<()> {
 async fn page_streams_and_sends() -> Result<()> {
     let dist = dist_dir();
     let mut broker = Broker::start().await;
-    let mut server = TestServer::start(&dist, &broker.addr).await?;
+    let mut server = start_server(&dist, &broker.addr).await;
     let driver = Driver::start().await?;
     let profile = tempfile::tempdir()?;
     let client = driver.session(profile.path()).await?;
@@ -498,7 +442,10 @@ async fn page_streams_and_sends() -> Result<()> {
     let shot = save_screenshot(&client).await;
     let closed = client.close().await;
     drop(driver);
-    server.stop().await?;
+    if !matches!(outcome, Ok(Ok(()))) {
+        server.keep_log();
+    }
+    server.stop().await;
     broker.down().await;
 
     match outcome {

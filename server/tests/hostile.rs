@@ -8,8 +8,6 @@ mod common;
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 use tokio::{
@@ -22,10 +20,9 @@ const BUDGET_MIB: u64 = 16;
 const MARGIN_MIB: u64 = 48;
 
 struct Server {
-    child: Child,
+    inner: testkit::TestServer,
     addr: SocketAddr,
     base: String,
-    stderr: PathBuf,
     /// Statuses of every raw response, by code.
     statuses: BTreeMap<u16, usize>,
     _dir: tempfile::TempDir,
@@ -39,52 +36,33 @@ impl Server {
         std::fs::create_dir(&dist).unwrap();
         std::fs::write(dist.join("index.html"), "<!doctype html><title>ui</title>").unwrap();
         std::fs::write(dir.path().join("secret.txt"), "TOP-SECRET").unwrap();
-        let stderr = dir.path().join("stderr.log");
-        let port = testkit::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_ssepush"))
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--kafka-brokers", "", "--static-dir"])
-            .arg(&dist)
-            .args(["--history-max-bytes", &format!("{BUDGET_MIB}MiB")])
-            .args(["--body-timeout", "1s", "--head-timeout", "3s"])
-            .args(["--write-timeout", "2s", "--queue-len", "64"])
-            .args(more)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let started = Instant::now();
-        while TcpStream::connect(addr).await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "server up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let budget = format!("{BUDGET_MIB}MiB");
+        let mut args = vec![
+            "--kafka-brokers",
+            "",
+            "--static-dir",
+            dist.to_str().unwrap(),
+        ];
+        args.extend(["--history-max-bytes", &budget]);
+        args.extend(["--body-timeout", "1s", "--head-timeout", "3s"]);
+        args.extend(["--write-timeout", "2s", "--queue-len", "64"]);
+        args.extend(more);
+        let inner = testkit::TestServer::start(env!("CARGO_BIN_EXE_ssepush"), args).await;
         Self {
-            child,
-            addr,
-            base: format!("http://{addr}"),
-            stderr,
+            addr: inner.addr,
+            base: inner.base.clone(),
+            inner,
             statuses: BTreeMap::new(),
             _dir: dir,
         }
     }
 
-    fn proc(&self, file: &str) -> String {
-        std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap()
-    }
-
     fn rss_mib(&self) -> u64 {
-        let status = self.proc("status");
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib / 1024
+        self.inner.rss_kib() / 1024
     }
 
     fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .unwrap()
-            .count()
+        self.inner.open_fds()
     }
 
     /// Sends `request` on a fresh connection and reads until the server closes it or
@@ -109,13 +87,6 @@ impl Server {
 
     async fn metric(&self, name: &str) -> u64 {
         common::metric(&self.base, name).await
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -493,7 +464,7 @@ async fn a_hostile_client_leaves_the_server_bounded_and_working() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(common::next(&mut events, 10).await.data, "still here");
-    let log = std::fs::read_to_string(&server.stderr).unwrap();
+    let log = server.inner.log_text();
     assert!(!log.contains("panicked"), "{log}");
     println!(
         "statuses {:?}, RSS {} MiB (start {rss_at_start}), fds {} (start {fds_at_start})",

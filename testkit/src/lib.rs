@@ -1,9 +1,13 @@
-//! Test support: a real Kafka-protocol broker (tansu) on a free loopback port, started and
-//! stopped by the tests of the server and of the browser end-to-end suite.
+//! Test support for the server's tests and the browser end-to-end suite: a real
+//! Kafka-protocol broker (tansu) on a free loopback port, and the server binary itself
+//! ([`TestServer`]).
 //!
 //! [`sse_parse`] reads event streams the way the HTML spec says a browser does.
 
+pub mod server;
 pub mod sse_parse;
+
+pub use server::{TestServer, ssepush_binary};
 
 use rdkafka::{
     ClientConfig,

@@ -6,28 +6,32 @@ pub mod kafka;
 use eventsource_stream::{Event, EventStream, Eventsource};
 use futures_util::{Stream, StreamExt};
 use std::{
+    ops::{Deref, DerefMut},
     pin::Pin,
-    time::{Duration, Instant},
+    time::Duration,
 };
-use tokio::{sync::oneshot, task::JoinHandle};
 
 pub type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
 
-pub struct TestServer {
-    pub base: String,
-    pub addr: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
+/// The binary under test ([`testkit::TestServer`]) with the HTTP calls the tests make.
+pub struct TestServer(testkit::TestServer);
+
+impl Deref for TestServer {
+    type Target = testkit::TestServer;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for TestServer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 /// Starts the server with `args` on top of test-friendly defaults.
 pub async fn spawn(args: &[&str]) -> TestServer {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let mut argv = vec![
-        "ssepush",
+    let defaults = [
         "--static-dir",
         "/nonexistent",
         "--shutdown-grace",
@@ -35,37 +39,14 @@ pub async fn spawn(args: &[&str]) -> TestServer {
         "--kafka-brokers",
         "",
     ];
-    argv.extend_from_slice(args);
-    let config = server::Config::from_args(argv).expect("valid test flags");
-    let listener = server::serve::bind("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::run(listener, config, async move {
-        let _ = rx.await;
-    }));
-    TestServer {
-        base: format!("http://{addr}"),
-        addr,
-        stop: Some(tx),
-        task,
-    }
+    let argv = defaults.iter().chain(args);
+    TestServer(testkit::TestServer::start(env!("CARGO_BIN_EXE_ssepush"), argv).await)
 }
 
 impl TestServer {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    /// Signals shutdown and waits for `run` to return; gives how long that took.
+    /// SIGTERM, then a clean exit; gives how long that took.
     pub async fn stop(mut self) -> Duration {
-        let started = Instant::now();
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
-            .await
-            .expect("server stopped within 10 s")
-            .expect("server task did not panic")
-            .expect("server returned Ok");
-        started.elapsed()
+        self.0.stop().await
     }
 
     pub async fn post(
