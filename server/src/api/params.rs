@@ -105,21 +105,39 @@ pub async fn message_body(
     limit: usize,
     timeout: Duration,
 ) -> Result<String, AppError> {
-    tokio::time::timeout(timeout, read_body(request, limit))
+    let deadline = tokio::time::Instant::now() + timeout;
+    tokio::time::timeout_at(deadline, read_body(request, limit, deadline))
         .await
         .map_err(|_| AppError::BodyTimeout(timeout))?
 }
 
-async fn read_body(request: Request, limit: usize) -> Result<String, AppError> {
+/// How much of a body over the limit is still read (and dropped) before the 413 goes out.
+///
+/// Closing a socket with unread data makes the kernel send a reset, which can destroy the
+/// answer before the client reads it: the client would see "connection reset" instead of the
+/// reason. Reading the rest of a moderately large body first lets the 413 arrive; beyond this
+/// much, the connection is closed at once.
+const DRAIN_BEYOND_LIMIT: u64 = 1 << 20;
+
+async fn read_body(
+    request: Request,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> Result<String, AppError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let mut body = request.into_body();
+    if let Some(n) = declared
+        && n > limit as u64
+    {
+        if n <= limit as u64 + DRAIN_BEYOND_LIMIT {
+            drain(&mut body, deadline).await;
+        }
         return Err(AppError::TooLarge(limit));
     }
-    let mut body = request.into_body();
     // Read straight into one buffer sized from Content-Length: no frame list, no second copy.
     let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     while let Some(frame) = body.frame().await {
@@ -127,6 +145,8 @@ async fn read_body(request: Request, limit: usize) -> Result<String, AppError> {
             frame.map_err(|_| AppError::BadRequest("could not read the request body".into()))?;
         if let Ok(data) = frame.into_data() {
             if bytes.len() + data.len() > limit {
+                drop(bytes);
+                drain(&mut body, deadline).await;
                 return Err(AppError::TooLarge(limit));
             }
             bytes.extend_from_slice(&data);
@@ -137,6 +157,23 @@ async fn read_body(request: Request, limit: usize) -> Result<String, AppError> {
     }
     String::from_utf8(bytes)
         .map_err(|_| AppError::BadRequest("message body is not valid UTF-8".into()))
+}
+
+/// Reads and drops up to [`DRAIN_BEYOND_LIMIT`] more of `body`, a little before `deadline` at
+/// the latest, so the refusal still goes out within the body timeout.
+async fn drain(body: &mut axum::body::Body, deadline: tokio::time::Instant) {
+    let stop = deadline
+        .checked_sub(Duration::from_millis(100))
+        .unwrap_or(deadline);
+    let _ = tokio::time::timeout_at(stop, async {
+        let mut read = 0u64;
+        while read <= DRAIN_BEYOND_LIMIT
+            && let Some(Ok(frame)) = body.frame().await
+        {
+            read += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
