@@ -2,6 +2,8 @@
 # Builds and runs ssepush with its web UI on http://localhost:3000.
 #
 #   scripts/run.sh [ssepush flags...]      e.g. scripts/run.sh --port 3001
+#   scripts/run.sh --tls [flags...]        also HTTPS (HTTP/2) on https://localhost:3443, with a
+#                                          self-signed certificate made on first use
 #
 # Installs missing tools first (scripts/install-deps.sh; ~40 min on a fresh machine, seconds
 # afterwards), builds the web UI into dist/ and the server in release mode. Unless
@@ -49,6 +51,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+TLS=0
+if [ "${1:-}" = "--tls" ]; then
+  TLS=1
+  shift
+fi
+
 scripts/install-deps.sh
 log "trunk build --release"
 trunk build --release
@@ -79,12 +87,25 @@ else
   export KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 fi
 
+tls_args=()
+if [ "$TLS" = 1 ]; then
+  if [ ! -s target/tls/cert.pem ] || [ ! -s target/tls/key.pem ]; then
+    mkdir -p target/tls
+    target/release/ssepush self-signed --cert target/tls/cert.pem --key target/tls/key.pem
+  fi
+  tls_args=(--tls-cert target/tls/cert.pem --tls-key target/tls/key.pem)
+fi
+
 port=$(arg_value --port "$@")
 port=${port:-${PORT:-3000}}
 log "open http://localhost:$port  (Ctrl-C stops the server)"
+if [ "$TLS" = 1 ]; then
+  tls_port=$(arg_value --tls-port "$@")
+  log "and https://localhost:${tls_port:-${TLS_PORT:-3443}} (self-signed: the browser warns once)"
+fi
 
 # In the background so this script can forward signals and then clean up.
-cargo run --release -q -p server --bin ssepush -- "$@" &
+cargo run --release -q -p server --bin ssepush -- "${tls_args[@]}" "$@" &
 SERVER_PID=$!
 trap 'kill -TERM "$SERVER_PID" 2>/dev/null || true' INT TERM
 # A trapped signal interrupts `wait`; wait again until the server has really exited.

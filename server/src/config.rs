@@ -32,9 +32,14 @@ fn bytes(s: &str) -> Result<usize, String> {
     name = "ssepush",
     version,
     about = "Server-Sent Events push service (v1, v2, v3 APIs)",
-    args_override_self = true
+    args_override_self = true,
+    args_conflicts_with_subcommands = true
 )]
 pub struct Config {
+    /// Run a tool instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
@@ -170,6 +175,36 @@ pub struct Config {
     /// How long shutdown waits for connections to finish before exiting anyway.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "3s", value_parser = duration)]
     pub shutdown_grace: Duration,
+
+    /// Certificate chain (PEM, leaf first): serves HTTPS, with HTTP/2 and HTTP/1.1, on
+    /// --tls-port beside plain HTTP on --port. Needs --tls-key.
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Port for HTTPS when --tls-cert is given.
+    #[arg(long, env = "TLS_PORT", default_value_t = 3443)]
+    pub tls_port: u16,
+}
+
+/// Tools that run instead of the server.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Writes a self-signed certificate and its key (PEM) for development over HTTPS.
+    SelfSigned {
+        /// Where the certificate goes.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Where the private key goes (mode 0600).
+        #[arg(long)]
+        key: PathBuf,
+        /// Names the certificate is valid for (repeatable).
+        #[arg(long = "name", default_values = ["localhost", "127.0.0.1", "::1"])]
+        names: Vec<String>,
+    },
 }
 
 /// Room for the id line and a short message.

@@ -62,6 +62,17 @@ pub async fn run(
         }
     });
     tracing::info!(addr = %listener.local_addr()?, "listening");
+    let https = match (&state.config.tls_cert, &state.config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let acceptor = serve::tls::acceptor(cert, key)?;
+            let addr = std::net::SocketAddr::new(state.config.host, state.config.tls_port);
+            let listener = serve::bind(addr, state.config.backlog)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving https");
+            Some((listener, serve::Transport::Tls(acceptor)))
+        }
+        _ => None,
+    };
     let kafka_stopped = async {
         if let Some(kafka) = &state.kafka {
             token.cancelled().await;
@@ -72,8 +83,20 @@ pub async fn run(
             }
         }
     };
-    let serving = serve::serve(listener, api::router(state.clone()), token.clone(), options);
-    tokio::join!(serving, kafka_stopped);
+    let app = api::router(state.clone());
+    let plain = serve::serve(
+        listener,
+        serve::Transport::Plain,
+        app.clone(),
+        token.clone(),
+        options.clone(),
+    );
+    let secure = async {
+        if let Some((listener, transport)) = https {
+            serve::serve(listener, transport, app, token.clone(), options).await;
+        }
+    };
+    tokio::join!(plain, secure, kafka_stopped);
     tracing::info!("stopped");
     Ok(())
 }

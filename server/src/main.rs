@@ -1,4 +1,4 @@
-use server::{Config, serve};
+use server::{Config, config::Command, serve};
 use std::{io::IsTerminal, net::SocketAddr};
 use tracing_subscriber::EnvFilter;
 
@@ -8,6 +8,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_command_line();
+    if let Some(command) = &config.command {
+        return run_tool(command);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_ansi(std::io::stdout().is_terminal())
@@ -29,5 +32,29 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+fn run_tool(command: &Command) -> anyhow::Result<()> {
+    match command {
+        Command::SelfSigned { cert, key, names } => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let (cert_pem, key_pem) = serve::tls::self_signed(names)?;
+            std::fs::write(cert, cert_pem)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(key)?;
+            std::io::Write::write_all(&mut file, key_pem.as_bytes())?;
+            println!(
+                "wrote {} and {} for {}",
+                cert.display(),
+                key.display(),
+                names.join(", ")
+            );
+            Ok(())
+        }
     }
 }

@@ -80,7 +80,7 @@ async fn h2_over_tls(addr: std::net::SocketAddr, cert: &str) -> SendRequest<Byte
 
 /// Opens `GET path` on the connection; the response's status and its body.
 async fn get(client: &SendRequest<Bytes>, authority: &str, path: &str) -> (u16, RecvStream) {
-    let request = http::Request::get(format!("http://{authority}{path}"))
+    let request = axum::http::Request::get(format!("http://{authority}{path}"))
         .body(())
         .unwrap();
     let mut client = client.clone().ready().await.unwrap();
@@ -125,7 +125,9 @@ async fn ten_streams_on_one_connection(server: &common::TestServer, client: Send
     // Each answered 200 once it was registered.
     assert_eq!(server.metric("ssepush_hub_streams{api=\"v2\"}").await, 10);
     for i in 0..10 {
-        server.publish("v2", &format!("h2-{i}"), &format!("for {i}")).await;
+        server
+            .publish("v2", &format!("h2-{i}"), &format!("for {i}"))
+            .await;
     }
     for (i, stream) in streams.iter_mut().enumerate() {
         assert_eq!(common::next(stream, 10).await.data, format!("for {i}"));

@@ -134,6 +134,12 @@ impl TestServer {
         }
     }
 
+    /// The address logged by the server's line with `message`, such as `serving https`.
+    pub fn logged_addr(&self, message: &str) -> SocketAddr {
+        logged(&self.log_text(), message)
+            .unwrap_or_else(|| panic!("no {message:?} line with an address in the server log"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -228,6 +234,18 @@ impl Drop for TestServer {
             eprintln!("{}", tail(&self.log, TAIL_LINES));
         }
     }
+}
+
+/// The `addr=` of the first line of `log` that says `message`.
+fn logged(log: &str, message: &str) -> Option<SocketAddr> {
+    log.lines().filter(|l| l.contains(message)).find_map(|l| {
+        l.split("addr=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 /// The last `n` lines of the log at `path`, with a header naming the file.

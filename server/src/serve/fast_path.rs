@@ -34,7 +34,7 @@ use crate::{api::STREAM_PATHS, client::ClientAddr, write_timeout::WriteTimeout};
 
 impl Connection {
     /// Answers an event stream request taken off the socket's front.
-    async fn stream(self, mut tcp: TcpStream, head: StreamRequest) {
+    pub(super) async fn stream(self, mut tcp: TcpStream, head: StreamRequest) {
         // Consume exactly the head that was peeked; anything after it stays for hyper.
         let mut consumed = vec![0; head.len];
         if tcp.read_exact(&mut consumed).await.is_err() {
@@ -107,7 +107,19 @@ impl Connection {
                     tracing::debug!(error = %e, "stream ended with an error");
                     return;
                 }
-                Event::Gone => return,
+                Event::Gone(None) => return,
+                // The kernel gave up on unacknowledged data (TCP_USER_TIMEOUT): the peer
+                // stopped taking bytes, like a write timeout.
+                Event::Gone(Some(e)) => {
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        write_timed_out(
+                            &stop.options.refusals,
+                            stop.peer,
+                            stop.options.write_timeout,
+                        );
+                    }
+                    return;
+                }
             }
         }
     }
@@ -148,7 +160,7 @@ enum Event {
     End,
     Failed(axum::Error),
     /// The client closed the connection or it failed.
-    Gone,
+    Gone(Option<io::Error>),
 }
 
 /// The next frame of `body`, or `Gone` once the client has closed the connection. Bytes the
@@ -157,15 +169,15 @@ fn poll_stream(tcp: &TcpStream, body: &mut Body, cx: &mut Context<'_>) -> Poll<E
     for _ in 0..16 {
         match tcp.poll_read_ready(cx) {
             Poll::Pending => break,
-            Poll::Ready(Err(_)) => return Poll::Ready(Event::Gone),
+            Poll::Ready(Err(e)) => return Poll::Ready(Event::Gone(Some(e))),
             Poll::Ready(Ok(())) => {
                 let mut scratch = [0u8; 256];
                 match tcp.try_read(&mut scratch) {
-                    Ok(0) => return Poll::Ready(Event::Gone),
+                    Ok(0) => return Poll::Ready(Event::Gone(None)),
                     Ok(_) => {}
                     // Readiness was cleared: the next poll registers for more.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return Poll::Ready(Event::Gone),
+                    Err(e) => return Poll::Ready(Event::Gone(Some(e))),
                 }
             }
         }
@@ -197,6 +209,10 @@ pub(crate) struct StreamRequest {
 const PEEK_LEN: usize = 4096;
 
 /// How a connection's first bytes say it is to be served.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "short-lived and moved at once; a box would cost every stream an allocation"
+)]
 pub(super) enum First {
     /// A complete, plain HTTP/1.1 `GET` of an event stream: this path answers it.
     Stream(StreamRequest),
@@ -408,14 +424,6 @@ async fn write_all(tcp: &mut TcpStream, buf: &[u8], stop: &Stop) -> io::Result<(
         write_timed_out(&stop.options.refusals, stop.peer, timeout);
     }
     written
-}
-
-fn write_timed_out(refusals: &Refusals, peer: SocketAddr, timeout: Duration) {
-    let reason = format!(
-        "the socket took no bytes for {}; connection closed",
-        humantime::format_duration(timeout)
-    );
-    refusals.note(Limit::WriteTimeout, peer.ip(), &reason);
 }
 
 /// Writes `size` (the chunk's size line), `data` and CRLF as far as the socket takes them now.

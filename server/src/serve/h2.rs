@@ -219,7 +219,8 @@ impl Connection {
                 })
             }
         });
-        let mut conn = pin!(builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc)));
+        let mut conn =
+            pin!(builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc)));
         let idle_limit = options.head_timeout;
         let mut closing = false;
         let result = loop {

@@ -33,6 +33,7 @@ use tokio::{
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::{
     api::STREAM_PATHS,

@@ -1,6 +1,6 @@
 use super::*;
 use crate::{AppState, Config, api};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Running {
     addr: SocketAddr,
@@ -26,7 +26,13 @@ async fn start(args: &[&str]) -> Running {
     let app = api::router(state.clone());
     let mut options = Options::new(&state.config, state.refusals.clone());
     options.grace = Duration::from_secs(2);
-    let task = tokio::spawn(serve(listener, app, token.clone(), options));
+    let task = tokio::spawn(serve(
+        listener,
+        Transport::Plain,
+        app,
+        token.clone(),
+        options,
+    ));
     Running {
         addr,
         state,
