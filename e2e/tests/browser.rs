@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use fantoccini::key::Key;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder, Locator, wd::TimeoutConfiguration};
 use futures_util::FutureExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
@@ -117,8 +117,14 @@ impl Driver {
 
     /// A new browser session with a fresh profile in `profile`.
     async fn session(&self, profile: &Path) -> Result<Client> {
+        self.session_with(profile, &[]).await
+    }
+
+    /// [`Driver::session`] with more Chromium flags.
+    async fn session_with(&self, profile: &Path, more: &[&str]) -> Result<Client> {
         let mut args: Vec<String> = CHROME_ARGS.iter().map(ToString::to_string).collect();
         args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(more.iter().map(ToString::to_string));
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": { "args": args },
@@ -465,4 +471,140 @@ async fn save_screenshot(client: &Client) -> Result<PathBuf> {
     let path = dir.join("browser.png");
     std::fs::write(&path, png)?;
     Ok(path)
+}
+
+/// Tabs of one user on one origin, each with its own stream.
+const TABS: usize = 8;
+
+/// Over HTTPS the page's streams share one HTTP/2 connection, so eight tabs on one origin all
+/// go live and all get a message. Over HTTP/1.1 the browser's six connections per origin run
+/// out first, and the seventh tab waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_tabs_over_https_all_stream() -> Result<()> {
+    let dist = dist_dir();
+    let certs = tempfile::tempdir()?;
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let bin = testkit::ssepush_binary();
+    let made = std::process::Command::new(&bin)
+        .arg("self-signed")
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .output()?;
+    ensure!(made.status.success(), "ssepush self-signed: {made:?}");
+    let args: [&OsStr; 10] = [
+        "--static-dir".as_ref(),
+        dist.as_os_str(),
+        "--kafka-brokers".as_ref(),
+        "".as_ref(),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+        "--tls-port".as_ref(),
+        "0".as_ref(),
+    ];
+    let mut server = TestServer::start(bin, args).await;
+    let https = format!(
+        "https://localhost:{}",
+        server.logged_addr("serving https").port()
+    );
+    let driver = Driver::start().await?;
+    let profile = tempfile::tempdir()?;
+    let client = driver
+        .session_with(profile.path(), &["--ignore-certificate-errors"])
+        .await?;
+    let outcome = AssertUnwindSafe(tabs(&client, &server.base, &https))
+        .catch_unwind()
+        .await;
+    let closed = client.close().await;
+    drop(driver);
+    if !matches!(outcome, Ok(Ok(()))) {
+        server.keep_log();
+    }
+    server.stop().await;
+    match outcome {
+        Ok(result) => result?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+    closed?;
+    Ok(())
+}
+
+async fn tabs(client: &Client, http: &str, https: &str) -> Result<()> {
+    // HTTP/1.1 first: six tabs go live, the seventh cannot get a connection.
+    let user = "tabs-h1";
+    let page = Page { client, base: http };
+    let first = client.window().await?;
+    for tab in 0..7 {
+        if tab > 0 {
+            let handle = client.new_window(true).await?.handle;
+            client.switch_to_window(handle).await?;
+        }
+        if tab < 6 {
+            page.open_and_connect(user, "v2").await?;
+        } else {
+            // Its page load waits for a connection too: a short page-load timeout ends the
+            // navigation, or chromedriver would hold every later command behind it.
+            client
+                .update_timeouts(TimeoutConfiguration::new(
+                    None,
+                    Some(Duration::from_secs(3)),
+                    None,
+                ))
+                .await?;
+            let live = page.open_and_connect(user, "v2").await;
+            client
+                .update_timeouts(TimeoutConfiguration::new(None, Some(PATIENCE), None))
+                .await?;
+            ensure!(
+                live.is_err(),
+                "a seventh HTTP/1.1 tab went live: the browser's connection limit did not show"
+            );
+        }
+    }
+    // Close every tab but the first, so their HTTP/1.1 streams end.
+    for handle in client.windows().await? {
+        if handle != first {
+            client.switch_to_window(handle).await?;
+            client.close_window().await?;
+        }
+    }
+    client.switch_to_window(first).await?;
+    client.goto("about:blank").await?;
+
+    // HTTPS: all eight tabs go live on one HTTP/2 connection.
+    let user = "tabs-h2";
+    let page = Page {
+        client,
+        base: https,
+    };
+    let mut handles = Vec::new();
+    for tab in 0..TABS {
+        if tab > 0 {
+            let handle = client.new_window(true).await?.handle;
+            client.switch_to_window(handle).await?;
+        }
+        handles.push(client.window().await?);
+        page.open_and_connect(user, "v2").await?;
+    }
+    let protocol = client
+        .execute(
+            "return performance.getEntriesByType('navigation')[0].nextHopProtocol;",
+            vec![],
+        )
+        .await?;
+    ensure!(protocol == "h2", "the page came over {protocol}, not h2");
+    let published = publish(http, "v2", user, "to every tab").await?;
+    ensure!(
+        published.delivered == Some(TABS),
+        "{:?} of {TABS} streams got the message",
+        published.delivered
+    );
+    for handle in handles {
+        client.switch_to_window(handle).await?;
+        page.wait_for_text("to every tab").await?;
+    }
+    Ok(())
 }
