@@ -64,7 +64,9 @@ fn dist_dir() -> PathBuf {
 /// again on the same address.
 async fn start_server(dist: &Path, kafka: &str) -> TestServer {
     let group = format!("e2e-{}", std::process::id());
-    let args: [&OsStr; 8] = [
+    let args: [&OsStr; 10] = [
+        "--drain".as_ref(),
+        "500ms".as_ref(),
         "--static-dir".as_ref(),
         dist.as_os_str(),
         "--kafka-brokers".as_ref(),
@@ -493,7 +495,9 @@ async fn eight_tabs_over_https_all_stream() -> Result<()> {
         .arg(&key)
         .output()?;
     ensure!(made.status.success(), "ssepush self-signed: {made:?}");
-    let args: [&OsStr; 10] = [
+    let args: [&OsStr; 12] = [
+        "--drain".as_ref(),
+        "500ms".as_ref(),
         "--static-dir".as_ref(),
         dist.as_os_str(),
         "--kafka-brokers".as_ref(),

@@ -176,6 +176,11 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "3s", value_parser = duration)]
     pub shutdown_grace: Duration,
 
+    /// On shutdown, open streams are ended spread over this long rather than all at once, so
+    /// their clients do not reconnect elsewhere in one burst. --shutdown-grace comes after it.
+    #[arg(long, env = "DRAIN", default_value = "5s", value_parser = duration)]
+    pub drain: Duration,
+
     /// Certificate chain (PEM, leaf first): serves HTTPS, with HTTP/2 and HTTP/1.1, on
     /// --tls-port beside plain HTTP on --port. Needs --tls-key.
     #[arg(long, env = "TLS_CERT", requires = "tls_key")]
@@ -264,6 +269,12 @@ impl Config {
             ("--head-timeout", self.head_timeout, ms(100), Some(DAY)),
             ("--body-timeout", self.body_timeout, ms(100), Some(DAY)),
             ("--write-timeout", self.write_timeout, ms(100), Some(DAY)),
+            (
+                "--drain",
+                self.drain,
+                Duration::ZERO,
+                Some(Duration::from_secs(3600)),
+            ),
             (
                 "--kafka-session-timeout",
                 self.kafka_session_timeout,

@@ -16,6 +16,7 @@ pub mod assets;
 pub mod budget;
 pub mod client;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod frame;
 #[doc(hidden)]
@@ -56,9 +57,7 @@ pub async fn run(
                 () = token.cancelled() => {}
             }
             token.cancel();
-            for hub in state.hubs() {
-                hub.close_all();
-            }
+            drain::end_streams(&state.hubs(), state.config.drain).await;
         }
     });
     tracing::info!(addr = %listener.local_addr()?, "listening");

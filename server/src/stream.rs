@@ -43,7 +43,7 @@ impl HubStream {
         keep_alive: Duration,
         permit: StreamPermit,
     ) -> Self {
-        let mut first = frame::preamble(retry);
+        let mut first = frame::preamble(jittered(retry));
         for notice in &sub.notices {
             first.extend_from_slice(notice);
         }
@@ -113,17 +113,24 @@ impl Stream for HubStream {
     }
 }
 
+/// The `retry:` a stream is told: `retry` ±50 %, at random, so that the clients of a server
+/// that goes away do not all come back in the same instant.
+pub fn jittered(retry: Duration) -> Duration {
+    retry.mul_f64(0.5 + fastrand::f64())
+}
+
 /// v1's stream: `data: hi!` at once and then every `interval`, keep-alives in the silences
-/// between, until shutdown.
+/// between, until shutdown; then it ends at a random moment within `drain`, so that v1's
+/// clients, too, come back spread out.
 pub fn v1(
     interval: Duration,
     keep_alive: Duration,
     retry: Duration,
-    shutdown: CancellationToken,
+    (shutdown, drain): (CancellationToken, Duration),
     permit: StreamPermit,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     const HI: &str = "hi!";
-    let mut first = BytesMut::from(&frame::preamble(retry)[..]);
+    let mut first = BytesMut::from(&frame::preamble(jittered(retry))[..]);
     first.extend_from_slice(&frame::data_only(HI));
     let start = Instant::now();
     let state = (start + interval, start, shutdown, permit);
@@ -132,7 +139,10 @@ pub fn v1(
         move |(next_hi, last_sent, shutdown, permit)| async move {
             let due = next_hi.min(last_sent + keep_alive);
             tokio::select! {
-                () = shutdown.cancelled() => return None,
+                () = shutdown.cancelled() => {
+                    tokio::time::sleep(drain.mul_f64(fastrand::f64())).await;
+                    return None;
+                }
                 () = sleep_until(due) => {}
             }
             let now = Instant::now();
@@ -216,7 +226,7 @@ mod tests {
             interval,
             keep_alive,
             Duration::from_secs(2),
-            shutdown.clone(),
+            (shutdown.clone(), Duration::from_secs(5)),
             permit,
         );
         tokio::pin!(stream);
@@ -232,7 +242,13 @@ mod tests {
         }
         let hi = "data: hi!\n\n";
         let ka = ": keep-alive-text\n\n";
-        assert!(seen[0].1.starts_with(": stream open\nretry: 2000\n\n"));
+        let retry: u64 = seen[0].1[": stream open\nretry: ".len()..]
+            .split('\n')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1000..=3000).contains(&retry), "retry {retry} is 2 s ±50 %");
         assert!(seen[0].1.ends_with(hi));
         let expected = [
             (200, ka),
@@ -249,7 +265,19 @@ mod tests {
         ];
         let got: Vec<(u128, &str)> = seen[1..].iter().map(|(t, s)| (*t, s.as_str())).collect();
         assert_eq!(got, expected);
+        // It ends within the drain period, not at once (time is paused: the sleep is exact).
         shutdown.cancel();
+        let cancelled = Instant::now();
         assert!(stream.next().await.is_none());
+        assert!(cancelled.elapsed() <= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn retry_is_jittered_within_half_either_way() {
+        let retry = Duration::from_secs(2);
+        let seen: Vec<Duration> = (0..1000).map(|_| jittered(retry)).collect();
+        assert!(seen.iter().all(|d| *d >= retry / 2 && *d < retry * 3 / 2));
+        let (min, max) = (seen.iter().min().unwrap(), seen.iter().max().unwrap());
+        assert!(*max - *min > retry / 2, "spread {min:?}..{max:?}");
     }
 }

@@ -22,7 +22,7 @@ pub async fn sse(
         c.v1_interval,
         c.keep_alive,
         c.retry,
-        state.shutdown.clone(),
+        (state.shutdown.clone(), c.drain),
         permit,
     );
     Ok(sse_response(Body::from_stream(body)))

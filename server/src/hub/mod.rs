@@ -372,12 +372,14 @@ impl Hub {
         last: &LastSeen,
         disconnect: Option<CancellationToken>,
     ) -> Result<Subscription, SubscribeError> {
-        if self.shared.closing.load(Relaxed) {
-            return Err(SubscribeError::ShuttingDown);
-        }
         let config = &self.shared.config;
         let now = Instant::now();
         let mut shard = self.shard(user);
+        // Under the shard's lock: a shutdown's walk over the shards then sees this stream, or
+        // this sees the shutdown.
+        if self.shared.closing.load(Relaxed) {
+            return Err(SubscribeError::ShuttingDown);
+        }
         let entry = match shard.get_mut(user) {
             Some(entry) => entry,
             None => {
@@ -640,15 +642,23 @@ impl Hub {
 
     /// Ends every stream cleanly and refuses new ones.
     pub fn close_all(&self) {
+        for queue in self.stop_accepting() {
+            queue.close(Closed::Shutdown);
+        }
+    }
+
+    /// Refuses new streams and gives the queues of the open ones, to be closed (with
+    /// [`Closed::Shutdown`]) at the caller's pace.
+    pub fn stop_accepting(&self) -> Vec<Arc<StreamQueue>> {
         self.shared.closing.store(true, Relaxed);
+        let mut queues = Vec::new();
         for shard in self.shared.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             for user in shard.values() {
-                for sub in &user.streams {
-                    sub.queue.close(Closed::Shutdown);
-                }
+                queues.extend(user.streams.iter().map(|sub| sub.queue.clone()));
             }
         }
+        queues
     }
 
     pub fn stats(&self) -> HubStats {

@@ -58,7 +58,8 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 /// How connections are served.
 #[derive(Clone)]
 pub struct Options {
-    /// How long open connections may take to finish once shutdown starts.
+    /// How long open connections may take to finish once shutdown starts: the drain period,
+    /// over which streams are ended, and the grace period after it.
     pub grace: Duration,
     /// How long a request head may take, from the connection's first wait for it to its end.
     pub head_timeout: Duration,
@@ -71,7 +72,7 @@ pub struct Options {
 impl Options {
     pub fn new(config: &crate::Config, refusals: Refusals) -> Self {
         Self {
-            grace: config.shutdown_grace,
+            grace: config.drain + config.shutdown_grace,
             head_timeout: config.head_timeout,
             write_timeout: config.write_timeout,
             refusals,

@@ -36,6 +36,8 @@ pub async fn spawn(args: &[&str]) -> TestServer {
         "/nonexistent",
         "--shutdown-grace",
         "3s",
+        "--drain",
+        "200ms",
         "--kafka-brokers",
         "",
     ];
