@@ -181,6 +181,10 @@ pub struct Config {
     #[arg(long, env = "DRAIN", default_value = "5s", value_parser = duration)]
     pub drain: Duration,
 
+    /// Log lines as text, or as one JSON object per line for a log shipper.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Certificate chain (PEM, leaf first): serves HTTPS, with HTTP/2 and HTTP/1.1, on
     /// --tls-port beside plain HTTP on --port. Needs --tls-key.
     #[arg(long, env = "TLS_CERT", requires = "tls_key")]
@@ -193,6 +197,12 @@ pub struct Config {
     /// Port for HTTPS when --tls-cert is given.
     #[arg(long, env = "TLS_PORT", default_value_t = 3443)]
     pub tls_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Tools that run instead of the server.

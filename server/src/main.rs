@@ -1,4 +1,8 @@
-use server::{Config, config::Command, serve};
+use server::{
+    Config,
+    config::{Command, LogFormat},
+    serve,
+};
 use std::{io::IsTerminal, net::SocketAddr};
 use tracing_subscriber::EnvFilter;
 
@@ -11,10 +15,16 @@ async fn main() -> anyhow::Result<()> {
     if let Some(command) = &config.command {
         return run_tool(command);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
     // Every stream is a socket; the soft limit is often 1024 while the hard one allows ~20k.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!(limit = n, "file descriptor limit"),

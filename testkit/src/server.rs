@@ -95,14 +95,8 @@ impl TestServer {
         loop {
             let text = self.log_text();
             let fresh = text.get(from as usize..).unwrap_or_default();
-            if let Some(addr) = fresh
-                .lines()
-                .filter(|l| l.contains("listening"))
-                .find_map(|l| l.split("addr=").nth(1)?.split_whitespace().next())
-            {
-                return addr
-                    .parse()
-                    .expect("a socket address in the listening line");
+            if let Some(addr) = logged(fresh, "listening") {
+                return addr;
             }
             if let Some(status) = self.exited() {
                 self.fail(&format!("the server exited during start-up ({status})"));
@@ -236,15 +230,19 @@ impl Drop for TestServer {
     }
 }
 
-/// The `addr=` of the first line of `log` that says `message`.
+/// The address of the first line of `log` that says `message`: `addr=` in a text line,
+/// `"addr":"..."` in a JSON one.
 fn logged(log: &str, message: &str) -> Option<SocketAddr> {
     log.lines().filter(|l| l.contains(message)).find_map(|l| {
-        l.split("addr=")
-            .nth(1)?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+        let text = l
+            .split("addr=")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next());
+        let json = l
+            .split("\"addr\":\"")
+            .nth(1)
+            .and_then(|a| a.split('"').next());
+        text.or(json)?.parse().ok()
     })
 }
 
