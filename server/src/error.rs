@@ -116,6 +116,30 @@ impl AppError {
     }
 }
 
+/// Marks an answer made by an [`AppError`], with a short reason for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected(pub &'static str);
+
+impl AppError {
+    /// A short, stable name for the metrics label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::TooLarge(_) => "body_too_large",
+            Self::FrameTooLarge { .. } => "frame_too_large",
+            Self::Subscribe(SubscribeError::UserLimit(_)) => "streams_per_user",
+            Self::Subscribe(SubscribeError::ShuttingDown) => "shutting_down",
+            Self::ServerFull(_) => "server_full",
+            Self::BodyTimeout(_) => "body_timeout",
+            Self::ClientStreams { .. } => "streams_per_client",
+            Self::PublishRate { .. } => "publish_rate",
+            Self::Unavailable(_) => "unavailable",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -132,6 +156,7 @@ impl IntoResponse for AppError {
             body,
         )
             .into_response();
+        response.extensions_mut().insert(Rejected(self.reason()));
         if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()

@@ -23,6 +23,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod hub;
 pub mod kafka;
+pub mod metrics;
 pub mod publish_rate;
 pub mod refusals;
 pub mod serve;

@@ -31,6 +31,8 @@ pub struct AppState {
     pub memory: HistoryMemory,
     /// v3's Kafka clients; `None` when Kafka is switched off.
     pub kafka: Option<Kafka>,
+    /// The series `/metrics` shows that are counted as they happen.
+    pub metrics: crate::metrics::Metrics,
     /// Cancelled when shutdown starts; streams not owned by a hub end on it.
     pub shutdown: CancellationToken,
 }
@@ -40,6 +42,7 @@ impl AppState {
     /// brokers are configured (they need not be up), so no handler ever sees them half set up.
     pub fn new(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let memory = HistoryMemory::new(config.history_max_bytes);
+        let metrics = crate::metrics::Metrics::default();
         let hub = |name, numbering| {
             Hub::new(
                 HubConfig {
@@ -55,7 +58,12 @@ impl AppState {
         };
         let v3 = hub("v3", Numbering::Source);
         let kafka = match kafka::Settings::from_config(&config) {
-            Some(settings) => Some(Kafka::start(settings, v3.clone(), shutdown.clone())?),
+            Some(settings) => Some(Kafka::start(
+                settings,
+                v3.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )?),
             None => {
                 tracing::warn!(
                     "kafka is switched off: v3 streams get no messages and v3 POSTs answer 503"
@@ -77,6 +85,7 @@ impl AppState {
             memory,
             kafka,
             config: Arc::new(config),
+            metrics,
             shutdown,
         })
     }

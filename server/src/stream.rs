@@ -16,6 +16,7 @@ use crate::{
     budget::StreamPermit,
     frame,
     hub::{Closed, Next, Subscription},
+    metrics::{Ended, StreamTrack},
 };
 
 /// About how much of a replay is read from the history at once.
@@ -34,6 +35,7 @@ pub struct HubStream {
     last_sent: Instant,
     done: bool,
     _permit: StreamPermit,
+    track: StreamTrack,
 }
 
 impl HubStream {
@@ -41,7 +43,7 @@ impl HubStream {
         sub: Subscription,
         retry: Duration,
         keep_alive: Duration,
-        permit: StreamPermit,
+        (permit, track): (StreamPermit, StreamTrack),
     ) -> Self {
         let mut first = frame::preamble(jittered(retry));
         for notice in &sub.notices {
@@ -56,6 +58,7 @@ impl HubStream {
             last_sent: now,
             done: false,
             _permit: permit,
+            track,
         }
     }
 
@@ -98,14 +101,19 @@ impl Stream for HubStream {
             return self.sent(batch);
         }
         match self.sub.queue.poll_next(cx) {
-            Poll::Ready(Next::Frames(frames)) => self.sent(frames),
+            Poll::Ready(Next::Frames(frames, stamp)) => {
+                self.track.writing(stamp);
+                self.sent(frames)
+            }
             Poll::Ready(Next::Closed(Closed::Shutdown)) => {
                 self.done = true;
+                self.track.ends(Ended::Shutdown);
                 Poll::Ready(None)
             }
             Poll::Ready(Next::Closed(Closed::Overflow)) => {
                 // An error, not an end: the client must see a broken stream and resume.
                 self.done = true;
+                self.track.ends(Ended::Slow);
                 Poll::Ready(Some(Err(io::Error::other("stream fell too far behind"))))
             }
             Poll::Pending => self.poll_keep_alive(cx),
@@ -127,7 +135,7 @@ pub fn v1(
     keep_alive: Duration,
     retry: Duration,
     (shutdown, drain): (CancellationToken, Duration),
-    permit: StreamPermit,
+    permit: (StreamPermit, StreamTrack),
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     const HI: &str = "hi!";
     let mut first = BytesMut::from(&frame::preamble(jittered(retry))[..]);
@@ -136,10 +144,11 @@ pub fn v1(
     let state = (start + interval, start, shutdown, permit);
     let rest = stream::unfold(
         state,
-        move |(next_hi, last_sent, shutdown, permit)| async move {
+        move |(next_hi, last_sent, shutdown, mut permit)| async move {
             let due = next_hi.min(last_sent + keep_alive);
             tokio::select! {
                 () = shutdown.cancelled() => {
+                    permit.1.ends(Ended::Shutdown);
                     tokio::time::sleep(drain.mul_f64(fastrand::f64())).await;
                     return None;
                 }
@@ -168,7 +177,9 @@ mod tests {
     use crate::{
         budget::StreamBudget,
         hub::{HistoryMemory, Hub, HubConfig, LastSeen, Numbering},
+        metrics::{Api, Metrics},
     };
+    use axum::http::Version;
 
     async fn next_text(stream: &mut HubStream) -> String {
         let chunk = stream.next().await.unwrap().unwrap();
@@ -194,7 +205,8 @@ mod tests {
         let client = crate::client::ClientKey::V4(std::net::Ipv4Addr::LOCALHOST);
         let permit = StreamBudget::new(1, 1, 1).try_acquire(client).unwrap();
         let every = Duration::from_millis(300);
-        let mut stream = HubStream::new(sub, Duration::from_secs(2), every, permit);
+        let track = Metrics::default().stream(Api::V2, Version::HTTP_11);
+        let mut stream = HubStream::new(sub, Duration::from_secs(2), every, (permit, track));
         let opened = Instant::now();
         assert!(next_text(&mut stream).await.starts_with(": stream open"));
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -227,7 +239,7 @@ mod tests {
             keep_alive,
             Duration::from_secs(2),
             (shutdown.clone(), Duration::from_secs(5)),
-            permit,
+            (permit, Metrics::default().stream(Api::V1, Version::HTTP_11)),
         );
         tokio::pin!(stream);
         let start = Instant::now();

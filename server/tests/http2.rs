@@ -124,6 +124,8 @@ async fn ten_streams_on_one_connection(server: &common::TestServer, client: Send
     }
     // Each answered 200 once it was registered.
     assert_eq!(server.metric("ssepush_hub_streams{api=\"v2\"}").await, 10);
+    let open = "ssepush_streams_open{api=\"v2\",protocol=\"h2\"}";
+    assert_eq!(server.metric(open).await, 10);
     for i in 0..10 {
         server
             .publish("v2", &format!("h2-{i}"), &format!("for {i}"))

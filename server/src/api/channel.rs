@@ -5,7 +5,7 @@ use axum::{
     Json, Router,
     body::Body,
     extract::{Extension, FromRef, Request, State},
-    http::{HeaderMap, HeaderValue, header},
+    http::{HeaderMap, HeaderValue, Version, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -18,6 +18,7 @@ use crate::{
     error::AppError,
     hub::Hub,
     kafka::Kafka,
+    metrics::{Api, Metrics, Source},
     publish_rate::PublishRate,
     refusals::Refusals,
     serve::Disconnect,
@@ -38,8 +39,10 @@ pub enum Sink {
 
 #[derive(Clone)]
 pub struct Channel {
+    api: Api,
     hub: Hub,
     sink: Sink,
+    metrics: Metrics,
     budget: StreamBudget,
     trusted: TrustedProxies,
     publish_rate: PublishRate,
@@ -56,11 +59,13 @@ struct Limits {
 }
 
 impl Channel {
-    pub fn new(hub: Hub, sink: Sink, state: &AppState) -> Self {
+    pub fn new(api: Api, hub: Hub, sink: Sink, state: &AppState) -> Self {
         let c = &state.config;
         Self {
+            api,
             hub,
             sink,
+            metrics: state.metrics.clone(),
             budget: state.budget.clone(),
             trusted: state.trusted.clone(),
             publish_rate: state.publish_rate.clone(),
@@ -107,11 +112,12 @@ async fn subscribe(
     State(channel): State<Channel>,
     Client(client): Client,
     query: StreamQuery,
+    version: Version,
     headers: HeaderMap,
     disconnect: Option<Extension<Disconnect>>,
 ) -> Result<Response, AppError> {
     let refusals = channel.refusals.clone();
-    open_stream(channel, client, query, headers, disconnect)
+    open_stream(channel, client, query, (version, headers), disconnect)
         .await
         .map_err(|e| refusals.noted(e, client))
 }
@@ -121,7 +127,7 @@ async fn open_stream(
     channel: Channel,
     client: ClientKey,
     query: StreamQuery,
-    headers: HeaderMap,
+    (version, headers): (Version, HeaderMap),
     disconnect: Option<Extension<Disconnect>>,
 ) -> Result<Response, AppError> {
     let user = query.username()?;
@@ -133,7 +139,8 @@ async fn open_stream(
         .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))?;
     tracing::debug!(?last, replaying = sub.replaying(), "stream opened");
     let limits = &channel.limits;
-    let body = HubStream::new(sub, limits.retry, limits.keep_alive, permit);
+    let track = channel.metrics.stream(channel.api, version);
+    let body = HubStream::new(sub, limits.retry, limits.keep_alive, (permit, track));
     Ok(sse_response(Body::from_stream(body)))
 }
 
@@ -177,6 +184,7 @@ async fn publish_message(
     match &channel.sink {
         Sink::Local => {
             let d = channel.hub.publish(user, &text);
+            channel.metrics.published(channel.api, Source::Http);
             Ok(Json(wire::Published {
                 id: d.position.to_string(),
                 delivered: Some(d.delivered),
@@ -187,6 +195,7 @@ async fn publish_message(
                 .publish(user, &text)
                 .await
                 .map_err(|e| AppError::Unavailable(e.to_string()))?;
+            channel.metrics.published(channel.api, Source::Http);
             let delivered = match wait {
                 // Not found within the wait: this instance's consumer is behind, so none yet.
                 true => Some(

@@ -17,7 +17,12 @@ use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 use tracing::Level;
 
-use crate::{assets, error::AppError, state::AppState};
+use crate::{
+    assets,
+    error::{AppError, Rejected},
+    metrics::{Api, Metrics},
+    state::AppState,
+};
 
 /// The event-stream endpoints. The accept loop answers plain `GET`s of these itself
 /// ([`crate::serve`]); a test below checks each is routed.
@@ -27,23 +32,28 @@ pub const STREAM_PATHS: [&str; 3] = ["/v1/sse", "/v2/sse", "/v3/sse"];
 const API_PREFIXES: [&str; 6] = ["/v1", "/v2", "/v3", "/healthz", "/readyz", "/metrics"];
 
 pub fn router(state: AppState) -> Router {
-    let v2 = Channel::new(state.v2.clone(), Sink::Local, &state);
+    let v2 = Channel::new(Api::V2, state.v2.clone(), Sink::Local, &state);
     let v3_sink = match state.kafka.clone() {
         Some(kafka) => Sink::Kafka(kafka),
         None => Sink::KafkaOff,
     };
-    let v3 = Channel::new(state.v3.clone(), v3_sink, &state);
+    let v3 = Channel::new(Api::V3, state.v3.clone(), v3_sink, &state);
+    let metrics = state.metrics.clone();
     let assets = assets::service(&state.config.static_dir);
     let router = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route("/metrics", get(crate::metrics::handler))
         .route("/v1/sse", get(v1::sse))
         .with_state(state)
         .merge(channel::routes("/v2", v2))
         .merge(channel::routes("/v3", v3))
         .fallback(move |req: Request| fallback(assets.clone(), req))
-        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed });
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(axum::middleware::map_response_with_state(
+            metrics,
+            count_rejection,
+        ));
     // Request logs cost ~3% of the CPU per POST even when the filter drops them (a span and a
     // wrapped body each), so the layer is there only when the filter at start-up shows them.
     if tracing::enabled!(target: "tower_http::trace", Level::DEBUG) {
@@ -51,6 +61,17 @@ pub fn router(state: AppState) -> Router {
     } else {
         router
     }
+}
+
+/// Counts every answer that an [`AppError`] made, by status and reason.
+async fn count_rejection(
+    axum::extract::State(metrics): axum::extract::State<Metrics>,
+    response: Response,
+) -> Response {
+    if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
+        metrics.rejected(response.status().as_u16(), reason);
+    }
+    response
 }
 
 async fn fallback(assets: assets::Service, req: Request) -> Response {

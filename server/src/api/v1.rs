@@ -1,15 +1,16 @@
 //! v1: a fixed `hi!` ticker, the first API generation.
 
-use axum::{body::Body, extract::State, response::Response};
+use axum::{body::Body, extract::State, http::Version, response::Response};
 
 use super::{channel::sse_response, params::StreamQuery};
-use crate::{client::Client, error::AppError, state::AppState, stream};
+use crate::{client::Client, error::AppError, metrics::Api, state::AppState, stream};
 
 #[tracing::instrument(level = "debug", skip_all, fields(user))]
 pub async fn sse(
     State(state): State<AppState>,
     Client(client): Client,
     query: StreamQuery,
+    version: Version,
 ) -> Result<Response, AppError> {
     let user = query.username()?;
     tracing::Span::current().record("user", user);
@@ -23,7 +24,7 @@ pub async fn sse(
         c.keep_alive,
         c.retry,
         (state.shutdown.clone(), c.drain),
-        permit,
+        (permit, state.metrics.stream(Api::V1, version)),
     );
     Ok(sse_response(Body::from_stream(body)))
 }

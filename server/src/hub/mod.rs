@@ -12,7 +12,7 @@ mod queue;
 
 pub use memory::HistoryMemory;
 pub use position::{LastSeen, Position};
-pub use queue::{Closed, Next, StreamQueue};
+pub use queue::{Closed, Next, StreamQueue, now_ms};
 
 use bytes::{Bytes, BytesMut};
 use std::{
@@ -92,6 +92,8 @@ struct Shared {
     closing: AtomicBool,
     slow_closed: AtomicU64,
     published: AtomicU64,
+    /// Frames queued to streams.
+    delivered: AtomicU64,
     /// The server-wide history budget, shared with the other hubs.
     memory: HistoryMemory,
 }
@@ -201,6 +203,7 @@ impl Hub {
                 closing: AtomicBool::new(false),
                 slow_closed: AtomicU64::new(0),
                 published: AtomicU64::new(0),
+                delivered: AtomicU64::new(0),
                 memory,
             }),
         }
@@ -231,7 +234,7 @@ impl Hub {
 
     /// Publishes a message under the next id of this hub's own numbering (v2).
     pub fn publish(&self, user: &str, text: &str) -> Delivery {
-        self.deliver(user, text, None)
+        self.deliver(user, text, None, now_ms())
     }
 
     /// Publishes a message at a position given by its source (v3: Kafka partition and offset).
@@ -239,11 +242,23 @@ impl Hub {
     /// The message is live whatever its producer's clock said: which old records are skipped
     /// is decided by where the source is read from, not here.
     pub fn publish_at(&self, user: &str, text: &str, position: Position) -> Delivery {
+        self.publish_stamped(user, text, position, now_ms())
+    }
+
+    /// [`Hub::publish_at`] for a message its source stamped `sent_ms` (ms since the Unix
+    /// epoch; a Kafka record's timestamp), from which its delay to the socket is measured.
+    pub fn publish_stamped(
+        &self,
+        user: &str,
+        text: &str,
+        position: Position,
+        sent_ms: u64,
+    ) -> Delivery {
         if self.shared.lanes.start(position.lane).is_none() {
             // The source opens each lane before its first message; else it opens here.
             self.open_lane(position.lane, position.seq);
         }
-        self.deliver(user, text, Some(position))
+        self.deliver(user, text, Some(position), sent_ms)
     }
 
     /// This process reads source lane `lane` from `start` on (v3: a Kafka partition, from the
@@ -265,7 +280,7 @@ impl Hub {
                         match &mut sub.replay {
                             Some(replay) => replay.missed = Some(last),
                             None => {
-                                sub.queue.push(missed(last));
+                                sub.queue.push(missed(last), now_ms());
                             }
                         }
                     }
@@ -274,7 +289,7 @@ impl Hub {
         }
     }
 
-    fn deliver(&self, user: &str, text: &str, source: Option<Position>) -> Delivery {
+    fn deliver(&self, user: &str, text: &str, source: Option<Position>, stamp: u64) -> Delivery {
         let now = Instant::now();
         let mut shard = self.shard(user);
         let entry = match shard.get_mut(user) {
@@ -324,7 +339,7 @@ impl Hub {
                 delivered += 1;
                 return true;
             }
-            if sub.queue.push(frame.clone()) {
+            if sub.queue.push(frame.clone(), stamp) {
                 delivered += 1;
                 true
             } else {
@@ -346,6 +361,9 @@ impl Hub {
         drop(shard);
         memory.record(&self.shared, key, serial);
         self.shared.published.fetch_add(1, Relaxed);
+        if delivered > 0 {
+            self.shared.delivered.fetch_add(delivered as u64, Relaxed);
+        }
         if slow > 0 {
             self.shared.slow_closed.fetch_add(slow, Relaxed);
             tracing::info!(
@@ -664,6 +682,7 @@ impl Hub {
     pub fn stats(&self) -> HubStats {
         let mut stats = HubStats {
             published: self.shared.published.load(Relaxed),
+            delivered: self.shared.delivered.load(Relaxed),
             slow_closed: self.shared.slow_closed.load(Relaxed),
             ..HubStats::default()
         };
@@ -699,6 +718,8 @@ pub struct HubStats {
     pub streams: usize,
     pub history: usize,
     pub published: u64,
+    /// Frames queued to streams.
+    pub delivered: u64,
     pub slow_closed: u64,
 }
 

@@ -25,8 +25,16 @@ pub enum Closed {
 /// Polled result for the stream side.
 #[derive(Debug)]
 pub enum Next {
-    Frames(Bytes),
+    /// Frames to send, and when the oldest of them was published (ms since the Unix epoch).
+    Frames(Bytes, u64),
     Closed(Closed),
+}
+
+/// Now, in milliseconds since the Unix epoch: how frames are stamped when published.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub struct StreamQueue {
@@ -39,7 +47,8 @@ pub struct StreamQueue {
 
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    /// Each frame with the time it was published (ms since the Unix epoch).
+    frames: VecDeque<(Bytes, u64)>,
     closed: Option<Closed>,
     waker: Option<Waker>,
 }
@@ -56,8 +65,9 @@ impl StreamQueue {
         }
     }
 
-    /// Queues a frame. Returns `false` when the stream is (now) closed.
-    pub fn push(&self, frame: Bytes) -> bool {
+    /// Queues a frame published at `stamp` (ms since the Unix epoch). Returns `false` when
+    /// the stream is (now) closed.
+    pub fn push(&self, frame: Bytes, stamp: u64) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.closed.is_some() {
             return false;
@@ -75,7 +85,7 @@ impl StreamQueue {
             }
             return false;
         }
-        state.frames.push_back(frame);
+        state.frames.push_back((frame, stamp));
         let waker = state.waker.take();
         drop(state);
         if let Some(waker) = waker {
@@ -113,10 +123,14 @@ impl StreamQueue {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match state.frames.len() {
             0 => {}
-            1 => return Poll::Ready(Next::Frames(state.frames.pop_front().unwrap_or_default())),
+            1 => {
+                let (frame, stamp) = state.frames.pop_front().unwrap_or_default();
+                return Poll::Ready(Next::Frames(frame, stamp));
+            }
             _ => {
                 let mut batch = BytesMut::new();
-                while let Some(frame) = state.frames.front() {
+                let oldest = state.frames.front().map_or(0, |(_, stamp)| *stamp);
+                while let Some((frame, _)) = state.frames.front() {
                     if !batch.is_empty() && batch.len() + frame.len() > MAX_BATCH_BYTES {
                         break;
                     }
@@ -127,7 +141,7 @@ impl StreamQueue {
                     // Give back the capacity a burst grew, so idle streams stay small.
                     state.frames = VecDeque::new();
                 }
-                return Poll::Ready(Next::Frames(batch.freeze()));
+                return Poll::Ready(Next::Frames(batch.freeze(), oldest));
             }
         }
         if let Some(why) = state.closed {
@@ -155,30 +169,30 @@ mod tests {
         let token = CancellationToken::new();
         let q = StreamQueue::new(2, Some(token.clone()));
         assert!(matches!(poll(&q), Poll::Pending));
-        assert!(q.push(Bytes::from_static(b"a")));
-        assert!(q.push(Bytes::from_static(b"b")));
+        assert!(q.push(Bytes::from_static(b"a"), 1));
+        assert!(q.push(Bytes::from_static(b"b"), 2));
         match poll(&q) {
-            Poll::Ready(Next::Frames(b)) => assert_eq!(&b[..], b"ab"),
+            Poll::Ready(Next::Frames(b, oldest)) => assert_eq!((&b[..], oldest), (&b"ab"[..], 1)),
             other => panic!("{other:?}"),
         }
-        assert!(q.push(Bytes::from_static(b"c")));
-        assert!(q.push(Bytes::from_static(b"d")));
+        assert!(q.push(Bytes::from_static(b"c"), 3));
+        assert!(q.push(Bytes::from_static(b"d"), 4));
         assert!(!token.is_cancelled());
-        assert!(!q.push(Bytes::from_static(b"e")));
+        assert!(!q.push(Bytes::from_static(b"e"), 5));
         assert!(token.is_cancelled());
         assert!(matches!(
             poll(&q),
             Poll::Ready(Next::Closed(Closed::Overflow))
         ));
-        assert!(!q.push(Bytes::from_static(b"f")));
+        assert!(!q.push(Bytes::from_static(b"f"), 6));
     }
 
     #[test]
     fn shutdown_drains_first() {
         let q = StreamQueue::new(8, None);
-        q.push(Bytes::from_static(b"x"));
+        q.push(Bytes::from_static(b"x"), 0);
         q.close(Closed::Shutdown);
-        assert!(matches!(poll(&q), Poll::Ready(Next::Frames(_))));
+        assert!(matches!(poll(&q), Poll::Ready(Next::Frames(..))));
         assert!(matches!(
             poll(&q),
             Poll::Ready(Next::Closed(Closed::Shutdown))

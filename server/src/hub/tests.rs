@@ -87,7 +87,7 @@ fn drain(sub: &mut Subscription) -> Vec<Seen> {
         bytes.extend_from_slice(&batch);
     }
     let mut cx = Context::from_waker(Waker::noop());
-    while let Poll::Ready(Next::Frames(b)) = sub.queue.poll_next(&mut cx) {
+    while let Poll::Ready(Next::Frames(b, _)) = sub.queue.poll_next(&mut cx) {
         bytes.extend_from_slice(&b);
     }
     parse(&bytes)
@@ -104,7 +104,7 @@ fn read_some(sub: &mut Subscription) -> Vec<Seen> {
         return parse(&bytes);
     }
     let mut cx = Context::from_waker(Waker::noop());
-    if let Poll::Ready(Next::Frames(b)) = sub.queue.poll_next(&mut cx) {
+    if let Poll::Ready(Next::Frames(b, _)) = sub.queue.poll_next(&mut cx) {
         bytes.extend_from_slice(&b);
     }
     parse(&bytes)

@@ -19,6 +19,7 @@
 //! committed between a broker outage and the next record: a broker that came back empty must
 //! not be handed our old position, which would point past its new log.
 
+use crate::{hub::now_ms, metrics::Metrics};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
@@ -76,8 +77,12 @@ pub fn config(settings: &Settings) -> ClientConfig {
     config
 }
 
-pub fn create(settings: &Settings) -> anyhow::Result<Arc<KafkaConsumer>> {
-    let consumer: KafkaConsumer = config(settings).create_with_context(Context::new("consumer"))?;
+pub fn create(settings: &Settings, metrics: Metrics) -> anyhow::Result<Arc<KafkaConsumer>> {
+    let mut config = config(settings);
+    // Consumer lag per partition for /metrics.
+    config.set("statistics.interval.ms", "5000");
+    let consumer: KafkaConsumer =
+        config.create_with_context(Context::new("consumer").with_lag_into(metrics))?;
     consumer.subscribe(&[&settings.topic])?;
     Ok(Arc::new(consumer))
 }
@@ -222,7 +227,14 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
         if keep {
             match parsed {
                 Ok((user, text)) => {
-                    hub.publish_at(user, text, Position::new(lane, offset as u64));
+                    // Delays are measured from the record's timestamp; a missing or negative
+                    // one counts from now.
+                    let sent = message
+                        .timestamp()
+                        .to_millis()
+                        .and_then(|t| u64::try_from(t).ok())
+                        .unwrap_or_else(now_ms);
+                    hub.publish_stamped(user, text, Position::new(lane, offset as u64), sent);
                     kafka.handled(Handled::Delivered);
                 }
                 Err(why) => {

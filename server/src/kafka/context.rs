@@ -1,5 +1,7 @@
 //! librdkafka callbacks: its logs and errors into tracing, without flooding, and rebalances.
 
+use crate::metrics::Metrics;
+use rdkafka::statistics::Statistics;
 use rdkafka::{
     ClientContext,
     config::RDKafkaLogLevel,
@@ -58,6 +60,8 @@ impl Throttle {
 
 pub struct Context {
     role: &'static str,
+    /// Where the consumer's lag per partition goes, from librdkafka's statistics.
+    lag: Option<Metrics>,
     errors: Throttle,
     assignments: AtomicU64,
     /// The last offset the broker confirmed committing, per partition.
@@ -68,10 +72,18 @@ impl Context {
     pub fn new(role: &'static str) -> Self {
         Self {
             role,
+            lag: None,
             errors: Throttle::new(Duration::from_secs(10)),
             assignments: AtomicU64::new(0),
             committed: Mutex::default(),
         }
+    }
+
+    /// Reports the consumer's lag per partition into `metrics` (needs
+    /// `statistics.interval.ms`).
+    pub fn with_lag_into(mut self, metrics: Metrics) -> Self {
+        self.lag = Some(metrics);
+        self
     }
 
     /// The last offset of `partition` the broker confirmed committing for this group. A read
@@ -109,6 +121,20 @@ impl ClientContext for Context {
                 }
             }
             _ => tracing::debug!(client = self.role, facility, "librdkafka: {message}"),
+        }
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let Some(metrics) = &self.lag else {
+            return;
+        };
+        for topic in statistics.topics.values() {
+            // Partition -1 is librdkafka's internal "unassigned" one; -1 lag is "unknown".
+            for (id, partition) in &topic.partitions {
+                if *id >= 0 && partition.consumer_lag >= 0 {
+                    metrics.kafka_lag(*id, partition.consumer_lag);
+                }
+            }
         }
     }
 

@@ -15,6 +15,7 @@ mod skipped;
 
 pub use producer::Unavailable;
 
+use crate::metrics::{Api, Metrics, Source};
 use std::{
     sync::{
         Arc, Mutex,
@@ -84,6 +85,7 @@ struct Shared {
     settings: Settings,
     producer: producer::Producer,
     hub: Hub,
+    metrics: Metrics,
     status: Mutex<Status>,
     /// Woken whenever the consumer has handed a record to the hub.
     progress: Notify,
@@ -121,10 +123,11 @@ impl Kafka {
     pub fn start(
         settings: Settings,
         hub: Hub,
+        metrics: Metrics,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let producer = producer::Producer::new(&settings)?;
-        let consumer = consumer::create(&settings)?;
+        let consumer = consumer::create(&settings, metrics.clone())?;
         tracing::info!(
             brokers = %settings.brokers,
             topic = %settings.topic,
@@ -136,6 +139,7 @@ impl Kafka {
                 settings,
                 producer,
                 hub,
+                metrics,
                 status: Mutex::new(Status {
                     connected: false,
                     reason: "kafka: connecting".into(),
@@ -171,7 +175,10 @@ impl Kafka {
     /// The consumer is done with a record: counts it, and wakes POSTs waiting for it.
     fn handled(&self, record: Handled) {
         let counter = match record {
-            Handled::Delivered => &self.shared.records,
+            Handled::Delivered => {
+                self.shared.metrics.published(Api::V3, Source::Kafka);
+                &self.shared.records
+            }
             Handled::Skipped => &self.shared.skipped,
         };
         counter.fetch_add(1, Relaxed);

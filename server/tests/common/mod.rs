@@ -94,7 +94,8 @@ impl TestServer {
     }
 }
 
-/// The value of the series `name` (labels included) in the `/metrics` of the server at `base`.
+/// The value of the series `name` in the `/metrics` of the server at `base`: exactly that
+/// series when `name` has labels, else the sum over all of its label sets.
 pub async fn metric(base: &str, name: &str) -> u64 {
     let text = client()
         .get(format!("{base}/metrics"))
@@ -104,9 +105,20 @@ pub async fn metric(base: &str, name: &str) -> u64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} in {text}"))
+    let values: Vec<u64> = text
+        .lines()
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let matches = if name.contains('{') {
+                series == name
+            } else {
+                series.split('{').next() == Some(name)
+            };
+            matches.then(|| value.parse().ok()).flatten()
+        })
+        .collect();
+    assert!(!values.is_empty(), "metric {name} in {text}");
+    values.iter().sum()
 }
 
 pub fn client() -> reqwest::Client {
