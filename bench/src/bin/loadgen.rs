@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use bench::procstat::{Binaries, Kind, clk_tck, raise_fd_limit};
-use bench::scenario::{churn, fanout, idle, kafka, progress, wide};
+use bench::scenario::{churn, drain, fanout, idle, idle_h2, kafka, progress, wide};
 use bench::table::{Row, render};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
@@ -12,6 +12,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     Idle,
+    IdleH2,
+    Drain,
     FanoutHttp,
     Wide,
     Kafka,
@@ -98,6 +100,16 @@ struct Args {
     #[arg(long, default_value = "v3_messages")]
     kafka_topic: String,
 
+    /// idle-h2: streams over each protocol [10000; quick 2000].
+    #[arg(long)]
+    idle_h2_streams: Option<usize>,
+    /// drain: streams on the instance that is stopped [5000; quick 1000].
+    #[arg(long)]
+    drain_streams: Option<usize>,
+    /// drain: the stopped instance's --drain, in seconds (a run with 0 comes first).
+    #[arg(long, default_value_t = 5)]
+    drain_secs: u64,
+
     /// churn: measured connect/disconnect cycles [100000; quick 5000].
     #[arg(long)]
     churn_cycles: Option<u64>,
@@ -162,6 +174,27 @@ async fn main() -> Result<()> {
         let ours = idle::run(&bins, Kind::Ssepush, &cfg).await;
         let base = idle::run(&bins, Kind::Baseline, &cfg).await;
         rows.extend(idle::rows(&ours, &base));
+    }
+
+    if args.wants(Scenario::IdleH2) {
+        let cfg = idle_h2::Config {
+            streams: args.size(args.idle_h2_streams, 10_000, 2_000),
+            per_connection: 100,
+            hold: Duration::from_secs(args.size(args.idle_hold_secs, 3, 2)),
+        };
+        sizes.push(format!("idle-h2 {} streams", cfg.streams));
+        let outcome = idle_h2::run(&bins, &cfg).await;
+        rows.extend(idle_h2::rows(&outcome, cfg.per_connection));
+    }
+
+    if args.wants(Scenario::Drain) {
+        let cfg = drain::Config {
+            streams: args.size(args.drain_streams, 5_000, 1_000),
+            concurrency: args.open_concurrency,
+        };
+        sizes.push(format!("drain {} streams", cfg.streams));
+        let outcome = drain::run(&bins, &cfg, Duration::from_secs(args.drain_secs)).await;
+        rows.extend(drain::rows(&outcome));
     }
 
     if args.wants(Scenario::FanoutHttp) {

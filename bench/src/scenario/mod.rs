@@ -5,8 +5,10 @@
 //! one behind).
 
 pub mod churn;
+pub mod drain;
 pub mod fanout;
 pub mod idle;
+pub mod idle_h2;
 pub mod kafka;
 pub mod wide;
 
