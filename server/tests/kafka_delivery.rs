@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::kafka::{expect, expect_within, server, server_with, wait_consuming};
+use common::kafka::{expect, server, server_with, wait_consuming};
 use common::{Events, next, quiet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testkit::Broker;
@@ -218,10 +218,15 @@ async fn sequential_posts_to_a_stalled_user_stay_fast() {
     let mut i = 0;
     while !flood.is_finished() {
         let sent = Instant::now();
-        let offset = broker.produce(format!("other:ping {i}").as_bytes()).await;
+        // Through the server, like the flood: one producer. With a second one writing to the
+        // partition, tansu 0.6 can let the consumer step over a record for good (its memory
+        // storage raises the high watermark before it stores the batch; see the bench's
+        // `tansu_fetch_race` example), which a test must not mistake for the server's fault.
+        let published = server.publish("v3", "other", &format!("ping {i}")).await;
         // Behind whatever part of the flood the consumer has not read yet: on a machine whose
         // cores are busy with other work, that can take many seconds.
-        expect_within(&mut other, &format!("ping {i}"), offset, 90).await;
+        let e = common::next(&mut other, 90).await;
+        assert_eq!((e.data, e.id), (format!("ping {i}"), published.id));
         delays.push(sent.elapsed());
         i += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
