@@ -14,6 +14,9 @@ use super::Position;
 #[derive(Default)]
 pub(super) struct Lanes {
     lanes: RwLock<Vec<(u64, Marks)>>,
+    /// Lanes whose source started numbering again, with where the earlier numbering ended
+    /// (one past its highest seq), until the new numbering has passed that.
+    retired: RwLock<Vec<(u64, u64)>>,
 }
 
 struct Marks {
@@ -93,9 +96,38 @@ impl Lanes {
         })
     }
 
+    /// The lane's source numbers from scratch again: its positions so far are retired.
     pub fn forget(&self, lane: u64) {
         let mut lanes = self.lanes.write().unwrap_or_else(|e| e.into_inner());
+        let old_end = lanes
+            .iter()
+            .find(|(l, _)| *l == lane)
+            .map_or(0, |(_, m)| m.end.load(Relaxed));
         lanes.retain(|(l, _)| *l != lane);
+        drop(lanes);
+        let mut retired = self.retired.write().unwrap_or_else(|e| e.into_inner());
+        match retired.iter_mut().find(|(l, _)| *l == lane) {
+            Some((_, end)) => *end = (*end).max(old_end),
+            None => retired.push((lane, old_end)),
+        }
+    }
+
+    /// Whether `p` is, as far as this process can tell, a position of the numbering its lane
+    /// had before the source started again: the earlier numbering reached it, and the new one
+    /// has not. (Once the new numbering passes where the old one ended, the two can't be told
+    /// apart and the old one is forgotten.)
+    pub fn issued_before_renumbering(&self, p: Position) -> bool {
+        let end = self.read(|lanes| {
+            lanes
+                .iter()
+                .find(|(l, _)| *l == p.lane)
+                .map_or(0, |(_, m)| m.end.load(Relaxed))
+        });
+        let mut retired = self.retired.write().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|(lane, old_end)| *lane != p.lane || end < *old_end);
+        retired
+            .iter()
+            .any(|(lane, old_end)| *lane == p.lane && p.seq >= end && p.seq < *old_end)
     }
 
     fn read<T>(&self, f: impl FnOnce(&[(u64, Marks)]) -> T) -> T {

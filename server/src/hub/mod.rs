@@ -426,6 +426,16 @@ impl Hub {
                 let notice = resync(raw, "the last event id is not one this server issues");
                 (vec![notice], Some(Box::new(from_start)), None, None)
             }
+            // The source numbered its lane from scratch since: the client missed the new
+            // numbering's messages up to now (and can't be placed in it), so it gets them all
+            // after a resync, rather than waiting for a position it took from the old one.
+            LastSeen::At(p) if self.shared.lanes.issued_before_renumbering(*p) => {
+                let notice = resync(
+                    &p.to_string(),
+                    "the source numbered its messages anew since this id (a Kafka topic created again)",
+                );
+                (vec![notice], Some(Box::new(from_start)), None, None)
+            }
             LastSeen::At(p) => {
                 let (notices, after, pending) = self.replay_after(entry, *p);
                 let replay = Replay {

@@ -279,10 +279,25 @@ fn a_recreated_lane_starts_over() {
     hub.publish_at("u", "new0", at(0));
     assert_eq!(drain(&mut live), vec![msg("0-0", "new0")]);
     assert_eq!(hub.knows("u", at(1), "old1"), None);
-    // A client resuming from the old numbering is past the new log: it waits for records,
-    // it is not told of a gap that is not there.
-    let mut old = subscribe(&hub, "u", Some("0-0"));
-    assert_eq!(drain(&mut old), vec![]);
+    // An id both numberings issued is placed in the new one.
+    let mut same = subscribe(&hub, "u", Some("0-0"));
+    assert_eq!(drain(&mut same), vec![]);
+    // A client resuming from the old numbering, past the new one: it missed the new messages
+    // so far, so it gets them after a resync, not silence until the new numbering gets there.
+    let mut old = subscribe(&hub, "u", Some("0-2"));
+    assert_eq!(drain(&mut old), vec![Seen::Resync, msg("0-0", "new0")]);
+    hub.publish_at("u", "new1", at(1));
+    assert_eq!(drain(&mut old), vec![msg("0-1", "new1")]);
+    // Past where the old numbering ended, an id can only be a new one (an instance that is
+    // ahead): the client waits for it.
+    let mut ahead = subscribe(&hub, "u", Some("0-7"));
+    assert_eq!(drain(&mut ahead), vec![]);
+    // Once the new numbering passes the old end, old ids can't be told apart any more.
+    for seq in 2..4 {
+        hub.publish_at("u", &format!("new{seq}"), at(seq));
+    }
+    let mut later = subscribe(&hub, "u", Some("0-2"));
+    assert_eq!(drain(&mut later), vec![msg("0-3", "new3")]);
 }
 
 #[derive(Debug, Clone)]
