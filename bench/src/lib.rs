@@ -10,6 +10,7 @@
 //! - [`table`]: the markdown result table, with ratios and targets.
 //! - [`scenario`]: one module per scenario (idle, fanout-http, wide, kafka, churn).
 //! - [`baseline`]: the reference server's router, written as the simplest tutorial would.
+//! - [`tansu`]: a tansu broker child process that can be killed and started again.
 
 pub mod baseline;
 pub mod http;
@@ -17,3 +18,4 @@ pub mod procstat;
 pub mod scenario;
 pub mod sse;
 pub mod table;
+pub mod tansu;
