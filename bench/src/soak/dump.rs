@@ -4,7 +4,7 @@
 use super::ledger::{BrokerLives, LineageLog, Message, Via};
 use std::fmt::Write as _;
 
-/// `seq user via sent_us ack_us life offset seen_by`, with a header line; `-` when unknown.
+/// `seq user via producer sent_us ack_us life offset seen_by`, with a header line; `-` when unknown.
 pub fn messages_tsv(messages: &[Message], lineages: &[LineageLog], lives: &BrokerLives) -> String {
     let mut seen_by = vec![0u32; messages.len()];
     for lineage in lineages {
@@ -14,7 +14,8 @@ pub fn messages_tsv(messages: &[Message], lineages: &[LineageLog], lives: &Broke
             }
         }
     }
-    let mut out = String::from("seq\tuser\tvia\tsent_us\tack_us\tlife\toffset\tseen_by\n");
+    let mut out =
+        String::from("seq\tuser\tvia\tproducer\tsent_us\tack_us\tlife\toffset\tseen_by\n");
     for (seq, m) in messages.iter().enumerate() {
         let via = match m.via {
             Via::Http => "post",
@@ -31,8 +32,8 @@ pub fn messages_tsv(messages: &[Message], lineages: &[LineageLog], lives: &Broke
         };
         let _ = writeln!(
             out,
-            "{seq}\t{}\t{via}\t{}\t{ack}\t{life}\t{offset}\t{}",
-            m.user, m.sent_us, seen_by[seq]
+            "{seq}\t{}\t{via}\t{}\t{}\t{ack}\t{life}\t{offset}\t{}",
+            m.user, m.producer, m.sent_us, seen_by[seq]
         );
     }
     out

@@ -32,9 +32,10 @@ have replayed it went with the topic. (4) The broker's fetch race: tansu 0.6's m
 offsets before it stores the batch, so a fetch in between returns a later producer's batch and \
 the consumer steps over the late one for good (reproduced without ssepush by `cargo run \
 --release -p bench --example tansu_fetch_race`). A message some lineage owed and never saw \
-counts here only if it was acknowledged after a message at a higher offset of the same broker \
-life (stored late), and the instance of the lineage's stream delivered it to none of its \
-streams while the other instance did (one consumer stepped over it). Any other message some \
+counts here only if it was acknowledged after another producer's message at a higher offset of \
+the same broker life (stored late), the instance of the lineage's stream delivered it to none \
+of its streams while the other instance did (one consumer stepped over it), and that stream \
+had not resumed from an earlier broker life (the server's own reason to skip it). Any other message some \
 lineage owed and never saw is lost, the server's loss.";
 
 /// A lineage with no id yet owes nothing sent this long before its stream ended: a message
@@ -57,6 +58,8 @@ pub enum Via {
 pub struct Message {
     pub user: u32,
     pub via: Via,
+    /// Which Kafka producer wrote it: 0 the soak's own, 1 + i instance i's (for a POST).
+    pub producer: u8,
     pub sent_us: Us,
     pub ack: Option<Ack>,
 }
@@ -372,7 +375,12 @@ pub fn evaluate(
                     let skipped_by = stream
                         .map(|c| usize::from(c.instance.min(1)))
                         .filter(|&i| !via[i] && via[1 - i]);
-                    if skipped_by.is_some() && written_late[seq as usize] {
+                    // Only where the server had no reason of its own to skip it: a stream that
+                    // resumed from an earlier broker life is the server's case, not the race.
+                    if kind != Kind::EarlierLife
+                        && skipped_by.is_some()
+                        && written_late[seq as usize]
+                    {
                         out.race_pairs += 1;
                         race_msgs[seq as usize] = true;
                         if out.race_examples.len() < EXAMPLES_PER_KIND {
@@ -434,10 +442,12 @@ pub fn evaluate(
     out
 }
 
-/// Messages acknowledged after a message at a higher offset of the same broker life was: the
-/// broker reserved their offset first but stored them later, the window in which tansu's fetch
-/// can serve the later batch and step over theirs (rule 4).
+/// Messages acknowledged after a message of another producer at a higher offset of the same
+/// broker life was: the broker reserved their offset first but stored them later, the window
+/// in which tansu's fetch can serve the other producer's batch and step over theirs (rule 4).
+/// One producer's batches are stored in order (one connection), so only another's count.
 fn written_late(messages: &[Message], lives: &BrokerLives) -> Vec<bool> {
+    const PRODUCERS: usize = 3;
     let mut late = vec![false; messages.len()];
     let mut by_life: HashMap<usize, Vec<(u64, Us, usize)>> = HashMap::new();
     for (seq, m) in messages.iter().enumerate() {
@@ -450,10 +460,12 @@ fn written_late(messages: &[Message], lives: &BrokerLives) -> Vec<bool> {
     }
     for mut acked in by_life.into_values() {
         acked.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
-        let mut earliest_above = Us::MAX;
+        // Per producer, the earliest acknowledgement of an offset above the current one.
+        let mut earliest_above = [Us::MAX; PRODUCERS];
         for (_, at, seq) in acked {
-            late[seq] = at > earliest_above;
-            earliest_above = earliest_above.min(at);
+            let mine = usize::from(messages[seq].producer).min(PRODUCERS - 1);
+            late[seq] = (0..PRODUCERS).any(|p| p != mine && earliest_above[p] < at);
+            earliest_above[mine] = earliest_above[mine].min(at);
         }
     }
     late
@@ -633,6 +645,7 @@ mod tests {
         Message {
             user,
             via: Via::Kafka,
+            producer: 0,
             sent_us,
             ack: ack.map(|(at_us, offset)| Ack { at_us, offset }),
         }
@@ -826,9 +839,18 @@ mod tests {
                 .collect(),
             ..l
         };
-        // #0 got offset 1 but was acknowledged after #1 at offset 2: stored late.
-        let late = [msg(0, 200, Some((300, 1))), msg(1, 210, Some((250, 2)))];
-        let on_time = [msg(0, 200, Some((240, 1))), msg(1, 210, Some((250, 2)))];
+        // #0 got offset 1 but was acknowledged after #1 (another producer's) at offset 2:
+        // stored late.
+        let posted = |m: Message| Message { producer: 1, ..m };
+        let late = [
+            msg(0, 200, Some((300, 1))),
+            posted(msg(1, 210, Some((250, 2)))),
+        ];
+        let on_time = [
+            msg(0, 200, Some((240, 1))),
+            posted(msg(1, 210, Some((250, 2)))),
+        ];
+        let same_producer = [msg(0, 200, Some((300, 1))), msg(1, 210, Some((250, 2)))];
         let a = || on(0, lineage(0, vec![conn(100, None, None)], &[]));
         let b = || on(1, lineage(0, vec![conn(100, None, None)], &[0]));
         let o = evaluate(&late, &[a(), b()], &one_life(), &[]);
@@ -840,6 +862,9 @@ mod tests {
         assert_eq!(o.loss_kinds.instance_never_delivered, 1);
         // Stored late, but no instance delivered it: not the race's signature.
         let o = evaluate(&late, &[a()], &one_life(), &[]);
+        assert_eq!((o.lost, o.broker_race), (1, 0));
+        // One producer's batches are stored in order, whatever the acknowledgements say.
+        let o = evaluate(&same_producer, &[a(), b()], &one_life(), &[]);
         assert_eq!((o.lost, o.broker_race), (1, 0));
     }
 

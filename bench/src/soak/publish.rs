@@ -66,7 +66,7 @@ impl Kafka {
 
     /// Registers and produces one message for `user`.
     pub fn send(&self, user: u32, via: Via, probe: Option<u32>) {
-        let (seq, sent_us) = self.register.add(user, via);
+        let (seq, sent_us) = self.register.add(user, via, 0);
         let value = format!("{}:{}", user_name(user), sent::body(seq, sent_us, probe));
         let record = FutureRecord::<(), _>::to(TOPIC).payload(&value);
         let failures = &self.shared.counters.produce_failures;
@@ -170,7 +170,7 @@ pub async fn post_loop(
         }
         target = 1 - target;
         let user = rng.below(u64::from(users)) as u32;
-        let (seq, sent_us) = register.add(user, Via::Http);
+        let (seq, sent_us) = register.add(user, Via::Http, 1 + target as u8);
         let body = sent::body(seq, sent_us, None);
         let path = format!("/v3/message?username={}", user_name(user));
         let answer = tokio::time::timeout(

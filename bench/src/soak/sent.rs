@@ -60,14 +60,16 @@ pub struct Register {
 }
 
 impl Register {
-    /// Records a message about to be sent to `user` and returns its sequence number and the
-    /// send time, taken under the lock so that numbers rise with send times.
-    pub fn add(&self, user: u32, via: Via) -> (u32, Us) {
+    /// Records a message about to be sent to `user` by `producer` (see [`Message::producer`])
+    /// and returns its sequence number and the send time, taken under the lock so that numbers
+    /// rise with send times.
+    pub fn add(&self, user: u32, via: Via, producer: u8) -> (u32, Us) {
         let mut messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
         let sent_us = now_us();
         messages.push(Message {
             user,
             via,
+            producer,
             sent_us,
             ack: None,
         });
