@@ -24,7 +24,10 @@ pub fn find_tansu() -> Option<PathBuf> {
 
 /// A tansu broker with in-memory storage and one single-partition topic.
 pub struct Broker {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it tells clients to connect: its own address, or a proxy's in front of it.
+    advertised: SocketAddr,
     tansu: PathBuf,
     log: PathBuf,
     topic: String,
@@ -35,9 +38,22 @@ impl Broker {
     /// Starts a broker on a free port, its output appended to `log_dir/tansu.log`, and creates
     /// `topic` with one partition.
     pub async fn start(tansu: &Path, log_dir: &Path, topic: &str) -> Result<Self> {
+        Self::start_advertising(tansu, log_dir, topic, None).await
+    }
+
+    /// Like [`Broker::start`], but clients are told to connect to `advertised` (a proxy in
+    /// front of the broker) when it is given.
+    pub async fn start_advertising(
+        tansu: &Path,
+        log_dir: &Path,
+        topic: &str,
+        advertised: Option<SocketAddr>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(log_dir)?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let mut broker = Self {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?)),
+            addr,
+            advertised: advertised.unwrap_or(addr),
             tansu: tansu.to_owned(),
             log: log_dir.join("tansu.log"),
             topic: topic.to_owned(),
@@ -72,12 +88,13 @@ impl Broker {
 
     async fn up(&mut self) -> Result<()> {
         let url = format!("tcp://{}", self.addr);
+        let advertised = format!("tcp://{}", self.advertised);
         let args: Vec<String> = [
             "broker",
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised,
             "--storage-engine",
             "memory://tansu/",
         ]

@@ -5,6 +5,7 @@
 //! every lineage has one to wait for; a new round follows every couple of seconds (records
 //! produced into a dead broker may be lost with it).
 
+use super::gate::Gate;
 use super::instance::Instance;
 use super::ledger::{BrokerLives, Us};
 use super::lineage::Live;
@@ -101,9 +102,11 @@ pub async fn wait_recovered(
     }
 }
 
-/// Kills the broker, starts it again after [`BROKER_DOWN`], and measures recovery.
+/// Kills the broker, starts it again after [`BROKER_DOWN`] with its topic, then opens the gate
+/// in front of it again, and measures recovery.
 pub async fn broker(
     broker: &mut Broker,
+    gate: &Gate,
     lives: &Mutex<BrokerLives>,
     prober: &Prober,
     lineages: &[Arc<Live>],
@@ -116,6 +119,7 @@ pub async fn broker(
         .kills
         .push(at_us);
     // Dead before the first probe round, so no probe can reach the old broker's consumers.
+    gate.close();
     broker.kill().await;
     let act = async {
         tokio::time::sleep(BROKER_DOWN).await;
@@ -125,7 +129,11 @@ pub async fn broker(
             .unwrap_or_else(|e| e.into_inner())
             .starts
             .push(now_us());
-        broker.restart().await.map(|()| now_us())
+        let back = broker.restart().await.map(|()| now_us());
+        if back.is_ok() {
+            gate.open(broker.addr);
+        }
+        back
     };
     let (recovered, back) = tokio::join!(wait_recovered(prober, lineages, since, cap), act);
     report(Fault::Broker, at_us, recovered, back)

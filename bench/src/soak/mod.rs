@@ -3,8 +3,8 @@
 //! instance SIGKILLed and restarted), with a ledger that proves nothing was lost or duplicated.
 //!
 //! # Run
-//! 1. Start the broker, then instances a and b (each with its own consumer group, so both read
-//!    every record), and wait until both are ready.
+//! 1. Start the broker behind a [`gate`], then instances a and b (each with its own consumer
+//!    group, so both read every record), and wait until both are ready.
 //! 2. Open the lineages ([`lineage`]), spread over the users and over both instances, and wait
 //!    until a first probe round reached every one of them: the whole path is live.
 //! 3. The load: POSTs and produced records ([`publish`]), churn, stalled clients
@@ -19,6 +19,7 @@
 
 pub mod dump;
 pub mod faults;
+pub mod gate;
 pub mod instance;
 pub mod ledger;
 pub mod lineage;
@@ -198,12 +199,16 @@ pub async fn run(cfg: &Config) -> Result<Run> {
     let (wall0, us0) = (SystemTime::now(), now_us());
     prepare_log_dir(cfg)?;
     progress("starting tansu");
-    let mut broker = Broker::start(&cfg.tansu, &cfg.log_dir, publish::TOPIC).await?;
+    let gate = gate::Gate::start().await?;
+    let mut broker =
+        Broker::start_advertising(&cfg.tansu, &cfg.log_dir, publish::TOPIC, Some(gate.addr))
+            .await?;
+    gate.open(broker.addr);
     let lives = Arc::new(Mutex::new(BrokerLives {
         starts: vec![0],
         kills: Vec::new(),
     }));
-    let server_flags = server_flags(cfg, broker.addr);
+    let server_flags = server_flags(cfg, gate.addr);
     let addrs = two_ports()?.map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)));
     let mut instances = Vec::new();
     let mut rss = Vec::new();
@@ -230,7 +235,7 @@ pub async fn run(cfg: &Config) -> Result<Run> {
 
     let shared = Arc::new(Shared::new(addrs));
     let register = Arc::new(Register::default());
-    let kafka = Kafka::new(broker.addr, register.clone(), shared.clone())?;
+    let kafka = Kafka::new(gate.addr, register.clone(), shared.clone())?;
     let prober = Prober::new(kafka.clone(), cfg.users as u32);
     let mut rng = Rng::new(cfg.seed);
 
@@ -333,7 +338,7 @@ pub async fn run(cfg: &Config) -> Result<Run> {
         progress(format!("fault: {}", fault.name()));
         let report = match fault {
             Fault::Broker => {
-                faults::broker(&mut broker, &lives, &prober, &live, RECOVERY_CAP).await
+                faults::broker(&mut broker, &gate, &lives, &prober, &live, RECOVERY_CAP).await
             }
             Fault::Instance => {
                 let i = 1;
