@@ -8,12 +8,15 @@
 //! records end up with one offset. A Kafka broker comes back with its topics, or refuses such
 //! records; the gate makes the restart look like that: closed from the kill until the topic is
 //! created again.
+//!
+//! It runs on a thread of its own: the consumers' heartbeats pass through it, and on the soak's
+//! busy runtime a late heartbeat would cost an instance its group membership.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Where open connections go, and what ends them when the gate closes.
@@ -23,26 +26,27 @@ pub struct Gate {
     /// The address clients use as the broker's.
     pub addr: SocketAddr,
     open: Arc<Mutex<Open>>,
-    accept: JoinHandle<()>,
+    /// Ends the gate's thread.
+    stop: CancellationToken,
 }
 
 impl Gate {
     /// Listens on a free loopback port, closed.
-    pub async fn start() -> Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    pub fn start() -> Result<Self> {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let open: Arc<Mutex<Open>> = Arc::default();
-        let state = open.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((front, _)) = listener.accept().await {
-                let target = state.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                // Closed: the connection is dropped, as a dead broker's would be refused.
-                if let Some((back, token)) = target {
-                    tokio::spawn(forward(front, back, token));
-                }
-            }
-        });
-        Ok(Self { addr, open, accept })
+        let stop = CancellationToken::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (state, stopped) = (open.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("soak-gate".into())
+            .spawn(move || runtime.block_on(accept(listener, state, stopped)))
+            .context("start the gate's thread")?;
+        Ok(Self { addr, open, stop })
     }
 
     /// Lets connections through to `back` from now on.
@@ -65,7 +69,30 @@ impl Gate {
 impl Drop for Gate {
     fn drop(&mut self) {
         self.close();
-        self.accept.abort();
+        self.stop.cancel();
+    }
+}
+
+/// Accepts until `stop`: through to the broker while open, dropped while closed (as a dead
+/// broker's connections would be refused).
+async fn accept(listener: std::net::TcpListener, state: Arc<Mutex<Open>>, stop: CancellationToken) {
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        return;
+    };
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((front, _)) = accepted else {
+            // A connection reset before it was accepted, or out of descriptors: go on.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let target = state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((back, token)) = target {
+            tokio::spawn(forward(front, back, token));
+        }
     }
 }
 

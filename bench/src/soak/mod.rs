@@ -10,7 +10,8 @@
 //! 3. The load: POSTs and produced records ([`publish`]), churn, stalled clients
 //!    ([`stalled`]). RSS is read after the warm-up.
 //! 4. The faults ([`faults`]), spread over the rest of the run, each with its recovery time.
-//! 5. Publishing stops, churn stops, the streams drain until quiet; RSS is read again.
+//! 5. Publishing stops, churn stops, a last probe round must reach every stream, the streams
+//!    drain until quiet; RSS is read again.
 //! 6. The ledger ([`ledger`]) settles every message; the logs are scanned ([`logscan`]); the
 //!    table is drawn ([`report`]).
 //!
@@ -98,9 +99,10 @@ const POSTERS: usize = 8;
 /// The longest a fault's recovery is waited for before it counts as missed.
 const RECOVERY_CAP: Duration = Duration::from_secs(45);
 
-/// The drain ends when no message arrived for this long, or after [`DRAIN_MAX`].
-const DRAIN_QUIET: Duration = Duration::from_secs(3);
-const DRAIN_MAX: Duration = Duration::from_secs(30);
+/// The drain waits up to [`DRAIN_MAX`] for a final probe round to reach every stream, then until
+/// no message arrived for [`DRAIN_QUIET`] (twice that at most).
+const DRAIN_QUIET: Duration = Duration::from_secs(2);
+const DRAIN_MAX: Duration = Duration::from_secs(60);
 
 impl Config {
     pub fn load(&self) -> Duration {
@@ -199,7 +201,7 @@ pub async fn run(cfg: &Config) -> Result<Run> {
     let (wall0, us0) = (SystemTime::now(), now_us());
     prepare_log_dir(cfg)?;
     progress("starting tansu");
-    let gate = gate::Gate::start().await?;
+    let gate = gate::Gate::start()?;
     let mut broker =
         Broker::start_advertising(&cfg.tansu, &cfg.log_dir, publish::TOPIC, Some(gate.addr))
             .await?;
@@ -402,7 +404,15 @@ pub async fn run(cfg: &Config) -> Result<Run> {
     {}
     kafka.settle(Duration::from_secs(12)).await;
     shared.churn_stop.cancel();
-    let drain_deadline = Instant::now() + DRAIN_MAX;
+    // A last probe round through the whole path: once a stream has it, its instance has handed
+    // everything before it in the partition to the hub.
+    if let Err(behind) = faults::wait_recovered(&prober, &live, Instant::now(), DRAIN_MAX).await {
+        problems.push(format!(
+            "{behind} streams never got the final probe within {} s: the v3 path was not live at the end",
+            DRAIN_MAX.as_secs()
+        ));
+    }
+    let drain_deadline = Instant::now() + DRAIN_QUIET * 2;
     loop {
         let quiet_us = now_us().saturating_sub(shared.last_receipt_us.load(Relaxed));
         if quiet_us >= DRAIN_QUIET.as_micros() as u64 || Instant::now() >= drain_deadline {
