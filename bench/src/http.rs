@@ -297,6 +297,26 @@ pub async fn get_status(server: SocketAddr, path: &str) -> Result<u16> {
     Ok(read_head(&mut stream, &mut buf).await?.status)
 }
 
+/// `GET path` on a fresh connection; returns the status and the body. Used to read `/metrics`.
+pub async fn get(server: SocketAddr, path: &str) -> Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(server).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let head = read_head(&mut stream, &mut buf).await?;
+    stream.read_to_end(&mut buf).await?;
+    let body = match head.body {
+        Body::Chunked(mut chunked) => {
+            let mut body = Vec::new();
+            chunked.decode(&buf, &mut |part| body.extend_from_slice(part))?;
+            body
+        }
+        Body::Length(n) => buf[..n.min(buf.len())].to_vec(),
+        Body::UntilClose => buf,
+    };
+    Ok((head.status, body))
+}
+
 /// Where a chunked body decoder is.
 #[derive(Debug, Default)]
 enum ChunkState {

@@ -237,7 +237,7 @@ impl Spawned {
 }
 
 /// Lifts ssepush's per-client limits, which the scenarios' single client would hit at once.
-const UNLIMITED_CLIENT: &[&str] = &[
+pub const UNLIMITED_CLIENT: &[&str] = &[
     "--max-streams-per-client=1000000",
     "--publish-rate=1000000000",
     "--publish-burst=1000000000",

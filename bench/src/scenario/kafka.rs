@@ -12,16 +12,17 @@
 
 use super::{now_us, open_stream, parse_body, percentile, progress, wait_for_count};
 use crate::http::{Publisher, SseStream};
-use crate::procstat::{Binaries, CpuMark, Kind, Server, Spawned, free_port, log_tail};
+use crate::procstat::{Binaries, CpuMark, Kind, Server};
 use crate::sse::Item;
 use crate::table::Row;
+use crate::tansu::{Broker, find_tansu};
 use anyhow::{Context, Result, bail, ensure};
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -80,74 +81,6 @@ pub enum Skip {
     Skipped(String),
     /// It ran and failed.
     Failed(anyhow::Error),
-}
-
-/// Finds `tansu` on PATH.
-pub fn find_tansu() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("tansu"))
-            .find(|p| p.is_file())
-    })
-}
-
-/// A running tansu broker with in-memory storage on a free port.
-struct Broker {
-    process: Spawned,
-    addr: SocketAddr,
-}
-
-impl Broker {
-    async fn start(tansu: &Path, log_dir: &Path, topic: &str) -> Result<Self> {
-        let port = free_port()?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let url = format!("tcp://{addr}");
-        std::fs::create_dir_all(log_dir)?;
-        let log = log_dir.join("tansu.log");
-        let args: Vec<String> = [
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
-        .map(String::from)
-        .to_vec();
-        let mut process = Spawned::new(tansu, &args, &log)?;
-        // Wait for the port before `topic create`, which retries for ~20 s against a closed one.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            process.check_alive().with_context(|| {
-                format!("tansu died ({}); see {}", log_tail(&log), log.display())
-            })?;
-            ensure!(
-                Instant::now() < deadline,
-                "tansu did not listen within 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let status = tokio::process::Command::new(tansu)
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &url,
-                "--partitions",
-                "1",
-                topic,
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .await?;
-        ensure!(
-            status.success(),
-            "tansu topic create {topic} failed: {status}"
-        );
-        Ok(Self { process, addr })
-    }
 }
 
 /// Sends a signal to a process with `kill(1)` (the workspace forbids `unsafe`, so no libc).
@@ -314,6 +247,7 @@ async fn run_with(bins: &Binaries, cfg: &Config, tansu: &Path) -> Result<Outcome
         }
     }
 
+    let broker_pid = broker.pid().context("tansu is not running")?;
     signal(server.pid(), "-STOP").await?;
     let produce_start = Instant::now();
     let users = cfg.users as u64;
@@ -321,7 +255,7 @@ async fn run_with(bins: &Binaries, cfg: &Config, tansu: &Path) -> Result<Outcome
     let values = (0..cfg.records).map(|seq| format!("k_{}:{seq} {} {pad}", seq % users, now_us()));
     let produced = produce(&producer, &cfg.topic, values).await;
     let produce_secs = produce_start.elapsed().as_secs_f64();
-    let broker_cpu = CpuMark::now(broker.process.pid);
+    let broker_cpu = CpuMark::now(broker_pid);
     let server_cpu = CpuMark::now(server.pid());
     let start_us = now_us();
     signal(server.pid(), "-CONT").await?;
@@ -344,12 +278,12 @@ async fn run_with(bins: &Binaries, cfg: &Config, tansu: &Path) -> Result<Outcome
     )
     .await;
     let server_used = server_cpu.since(server.pid())?;
-    let broker_used = broker_cpu.since(broker.process.pid)?;
+    let broker_used = broker_cpu.since(broker_pid)?;
     token.cancel();
     while receivers.join_next().await.is_some() {}
     let latency = latency(addr, broker.addr, &cfg.topic, cfg.latency_samples).await?;
     server.stop().await;
-    broker.process.stop().await;
+    broker.stop().await;
 
     let (mut delivered, mut duplicated) = (0u64, 0u64);
     for n in seen.iter() {
@@ -569,6 +503,6 @@ mod tests {
         .unwrap();
         eprintln!("20000 records in {:?}", start.elapsed());
         assert_eq!(n, 20_000);
-        broker.process.stop().await;
+        broker.stop().await;
     }
 }
