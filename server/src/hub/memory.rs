@@ -7,7 +7,9 @@
 //!
 //! The order of publication is kept as a queue of small records. A record may outlive its
 //! entry (evicted earlier by a per-user limit); such records are charged too, so the queue
-//! itself stays within the budget, and popping one frees only its own charge.
+//! itself stays within the budget, and popping one frees only its own charge. The periodic
+//! sweep drops them from the front ([`HistoryMemory::prune`]), so the queue follows the history
+//! window rather than filling the budget over hours.
 
 use std::{
     collections::VecDeque,
@@ -122,6 +124,38 @@ impl HistoryMemory {
                 let evicted = hub.evict_through(&oldest.user, oldest.serial);
                 self.inner.evicted.fetch_add(evicted, Relaxed);
             }
+        }
+    }
+
+    /// Drops records at the front of the publication order whose entries have already left
+    /// their history (by age, length, or a lane numbered anew), and gives back the queue's
+    /// spare capacity. Stops at the first record whose entry may still be there.
+    pub fn prune(&self) {
+        loop {
+            let (hub, user, serial) = {
+                let order = self.inner.order_lock();
+                let Some(front) = order.front() else {
+                    break;
+                };
+                (front.hub.clone(), front.user.clone(), front.serial)
+            };
+            // Checked without the queue's lock: a shard lock is never taken under it.
+            let live = hub
+                .upgrade()
+                .is_some_and(|shared| super::Hub { shared }.may_hold(&user, serial));
+            if live {
+                break;
+            }
+            let mut order = self.inner.order_lock();
+            if order.front().is_some_and(|f| f.serial == serial) {
+                order.pop_front();
+                self.inner.used.fetch_sub(RECORD_COST, Relaxed);
+            }
+        }
+        let mut order = self.inner.order_lock();
+        let len = order.len();
+        if order.capacity() > 4 * len + 1024 {
+            order.shrink_to(2 * len);
         }
     }
 

@@ -523,6 +523,16 @@ impl Hub {
 
     /// Evicts `user`'s entries up to `serial`, the oldest on the server, to keep history
     /// within its memory budget. Returns how many were evicted.
+    /// Whether `user`'s history may still hold the entry published `serial`-th: entries
+    /// leave a history oldest first, so once its oldest is later, that one is gone.
+    fn may_hold(&self, user: &str, serial: u64) -> bool {
+        let shard = self.shard(user);
+        shard
+            .get(user)
+            .and_then(|entry| entry.history.front())
+            .is_some_and(|oldest| oldest.serial <= serial)
+    }
+
     fn evict_through(&self, user: &str, serial: u64) -> u64 {
         let mut shard = self.shard(user);
         let Some(entry) = shard.get_mut(user) else {

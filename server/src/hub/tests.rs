@@ -556,3 +556,28 @@ fn a_replay_read_slowly_gets_live_messages_after_it_in_order() {
     assert_eq!(sub.queue.len(), 1);
     assert_eq!(drain(&mut sub), vec![msg(&after, "after")]);
 }
+
+/// Records of publication order whose entries a per-user limit already evicted are dropped by
+/// the sweep's prune, so the queue follows the history, not the budget.
+#[test]
+fn prune_drops_the_records_of_evicted_entries() {
+    let memory = HistoryMemory::new(usize::MAX);
+    let hub = hub_in(Numbering::Own, 1, Duration::from_secs(600), memory.clone());
+    hub.publish("u", "x");
+    let one = memory.used();
+    for _ in 0..999 {
+        hub.publish("u", "x");
+    }
+    // One entry (ids grow by a few digits), and a record for each of the 1,000 messages.
+    assert!(memory.used() > one + 999 * 16, "{} vs {one}", memory.used());
+    memory.prune();
+    let left = memory.used();
+    assert!(
+        (one..one + 8).contains(&left),
+        "{left} after prune, {one} for one message"
+    );
+    // The live entry's record stays: the budget can still evict it in order.
+    hub.publish("v", "y");
+    memory.prune();
+    assert!(memory.used() > left);
+}
