@@ -169,6 +169,40 @@ async fn broker_restart_mid_stream() {
     broker.down().await;
 }
 
+/// POSTs are produced again after the broker restarts with no memory of the server's
+/// idempotent producer, which leaves librdkafka's producer fenced for good: it is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_work_again_after_the_broker_forgot_the_producer() {
+    let mut broker = Broker::start().await;
+    let server = server(&broker, "refenced").await;
+    wait_consuming(&server, &mut broker).await;
+    let mut demo = server.open("v3", "demo").await;
+    let before = server.publish("v3", "demo", "before").await;
+    assert_eq!(next(&mut demo, 20).await.id, before.id);
+
+    broker.down().await;
+    wait_ready(&server, 503).await;
+    broker.up().await;
+    wait_ready(&server, 200).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let response = server.post("v3", "demo", "after").await;
+        if response.status() == 200 {
+            break response.json::<wire::Published>().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "v3 POSTs still answer {} a minute after the broker came back",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let e = next(&mut demo, 30).await;
+    assert_eq!((e.data.as_str(), e.id), ("after", after.id));
+    server.stop().await;
+    broker.down().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_broker_then_broker() {
     let mut broker = Broker::stopped(free_port());

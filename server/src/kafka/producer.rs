@@ -7,7 +7,13 @@ use rdkafka::{
     types::RDKafkaErrorCode,
     util::Timeout,
 };
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
 
 use super::{
     Settings,
@@ -40,15 +46,43 @@ pub struct Probe {
 /// How long past `--kafka-timeout` a POST waits for librdkafka's own verdict.
 const REPORT_MARGIN: Duration = Duration::from_secs(2);
 
+/// A producer that has delivered nothing for this many `--kafka-timeout`s while the broker
+/// answers is taken to be stuck.
+const STUCK_AFTER: u32 = 3;
+
 pub struct Producer {
-    inner: Arc<FutureProducer<Context>>,
+    /// Replaced when it is stuck: an idempotent producer that the broker no longer knows (a
+    /// broker that lost its state, a fenced producer) can fail every send from then on.
+    inner: RwLock<Arc<Live>>,
     /// Failed sends log their details at most once per period; each 503 is logged anyway.
     send_errors: Throttle,
 }
 
+/// One librdkafka producer and what it has achieved.
+struct Live {
+    producer: FutureProducer<Context>,
+    created: Instant,
+    /// When a send last succeeded, as milliseconds after `created`; 0 for never.
+    last_ok_ms: AtomicU64,
+}
+
+impl Live {
+    fn since_ok(&self) -> Duration {
+        let ok = Duration::from_millis(self.last_ok_ms.load(Relaxed));
+        self.created.elapsed().saturating_sub(ok)
+    }
+}
+
 impl Producer {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let inner = ClientConfig::new()
+        Ok(Self {
+            inner: RwLock::new(Arc::new(Self::create(settings)?)),
+            send_errors: Throttle::new(Duration::from_secs(10)),
+        })
+    }
+
+    fn create(settings: &Settings) -> anyhow::Result<Live> {
+        let producer = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
             .set("client.id", &settings.group)
             .set("acks", "all")
@@ -63,10 +97,43 @@ impl Producer {
             .set("linger.ms", "1")
             .set("reconnect.backoff.max.ms", "2000")
             .create_with_context(Context::new("producer"))?;
-        Ok(Self {
-            inner: Arc::new(inner),
-            send_errors: Throttle::new(Duration::from_secs(10)),
+        Ok(Live {
+            producer,
+            created: Instant::now(),
+            last_ok_ms: AtomicU64::new(0),
         })
+    }
+
+    fn current(&self) -> Arc<Live> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// After a failed send: puts a new producer in place of `failed` (once, whoever gets here
+    /// first) if librdkafka calls it fatally broken, or if it has not delivered anything for
+    /// [`STUCK_AFTER`] timeouts although the broker answers metadata requests.
+    fn replace_if_stuck(&self, failed: &Arc<Live>, settings: &Settings, broker_up: bool) {
+        let stuck_for = settings.timeout * STUCK_AFTER;
+        let why = match failed.producer.client().fatal_error() {
+            Some((code, reason)) => format!("fatal error {code:?}: {reason}"),
+            None if broker_up && failed.since_ok() >= stuck_for => format!(
+                "no delivery for {} while the broker answers",
+                humantime::format_duration(stuck_for)
+            ),
+            None => return,
+        };
+        let mut slot = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&slot, failed) {
+            return;
+        }
+        match Self::create(settings) {
+            Ok(fresh) => {
+                tracing::warn!(%why, "kafka producer replaced by a new one");
+                *slot = Arc::new(fresh);
+            }
+            Err(e) => {
+                tracing::warn!(%why, error = %e, "kafka producer is stuck and could not be replaced");
+            }
+        }
     }
 
     /// Sends `user:text` keyed by `user` (so one user's messages share a partition and an
@@ -79,11 +146,23 @@ impl Producer {
     ) -> Result<Position, super::Unavailable> {
         let value = record::encode(user, text);
         let record = FutureRecord::to(&settings.topic).key(user).payload(&value);
-        let send = self.inner.send(record, Timeout::After(settings.timeout));
+        let live = self.current();
+        let send = live.producer.send(record, Timeout::After(settings.timeout));
         // librdkafka itself fails the message after `message.timeout.ms`, and only that answer
         // is final: a message abandoned earlier could still be produced after the 503 once the
         // broker is back. Its timeouts are checked once a second, hence the margin.
-        match tokio::time::timeout(settings.timeout + REPORT_MARGIN, send).await {
+        let sent = tokio::time::timeout(settings.timeout + REPORT_MARGIN, send).await;
+        if matches!(sent, Ok(Ok(_))) {
+            let ms = u64::try_from(live.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+            live.last_ok_ms.store(ms.max(1), Relaxed);
+        } else if live.producer.client().fatal_error().is_some()
+            || live.since_ok() >= settings.timeout * STUCK_AFTER
+        {
+            // Only then: a probe is a metadata request.
+            let broker_up = self.probe(settings).await.connected;
+            self.replace_if_stuck(&live, settings, broker_up);
+        }
+        match sent {
             Ok(Ok(d)) => Ok(Position::new(d.partition as u64, d.offset as u64)),
             Ok(Err((e, _))) => {
                 if self.send_errors.allow() {
@@ -113,10 +192,10 @@ impl Producer {
 
     /// Does the broker answer, and does it have the topic?
     pub async fn probe(&self, settings: &Settings) -> Probe {
-        let producer = self.inner.clone();
+        let live = self.current();
         let topic = settings.topic.clone();
         let result = tokio::task::spawn_blocking(move || {
-            producer
+            live.producer
                 .client()
                 .fetch_metadata(Some(&topic), Duration::from_millis(1500))
         })
