@@ -21,7 +21,7 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::{hub::now_ms, refusals::Limit, state::AppState};
 
@@ -122,6 +122,9 @@ struct Inner {
     streams_closed: Family<EndLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
     published: Family<SourceLabels, Counter>,
+    /// `published`'s handles by [`Api`] and [`Source`], resolved on first use (so a series
+    /// appears once it counts something) and then only incremented.
+    published_by: [[OnceLock<Counter>; 2]; 3],
     delay: Family<ApiLabels, Histogram, fn() -> Histogram>,
     kafka_lag: Family<PartitionLabels, Gauge>,
     /// Handles resolved once, indexed by [`Api`], protocol and reason.
@@ -164,6 +167,7 @@ impl Default for Metrics {
             streams_closed,
             rejected: Family::default(),
             published: Family::default(),
+            published_by: Default::default(),
             delay,
             kafka_lag: Family::default(),
             open,
@@ -189,15 +193,18 @@ impl Metrics {
     }
 
     pub fn published(&self, api: Api, source: Source) {
-        let source = match source {
-            Source::Http => "http",
-            Source::Kafka => "kafka",
-        };
-        let labels = SourceLabels {
-            api: api.name(),
-            source,
-        };
-        self.0.published.get_or_create(&labels).inc();
+        let counter = self.0.published_by[api as usize][source as usize].get_or_init(|| {
+            let source = match source {
+                Source::Http => "http",
+                Source::Kafka => "kafka",
+            };
+            let labels = SourceLabels {
+                api: api.name(),
+                source,
+            };
+            self.0.published.get_or_create(&labels).clone()
+        });
+        counter.inc();
     }
 
     pub fn rejected(&self, status: u16, reason: &'static str) {

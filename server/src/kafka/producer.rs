@@ -110,16 +110,19 @@ impl Producer {
 
     /// After a failed send: puts a new producer in place of `failed` (once, whoever gets here
     /// first) if librdkafka calls it fatally broken, or if it has not delivered anything for
-    /// [`STUCK_AFTER`] timeouts although the broker answers metadata requests.
-    fn replace_if_stuck(&self, failed: &Arc<Live>, settings: &Settings, broker_up: bool) {
+    /// [`STUCK_AFTER`] timeouts although the broker answers metadata requests (asked only then:
+    /// a probe is a metadata request).
+    async fn replace_if_stuck(&self, failed: &Arc<Live>, settings: &Settings) {
         let stuck_for = settings.timeout * STUCK_AFTER;
-        let why = match failed.producer.client().fatal_error() {
-            Some((code, reason)) => format!("fatal error {code:?}: {reason}"),
-            None if broker_up && failed.since_ok() >= stuck_for => format!(
+        let why = if let Some((code, reason)) = failed.producer.client().fatal_error() {
+            format!("fatal error {code:?}: {reason}")
+        } else if failed.since_ok() >= stuck_for && self.probe(settings).await.connected {
+            format!(
                 "no delivery for {} while the broker answers",
                 humantime::format_duration(stuck_for)
-            ),
-            None => return,
+            )
+        } else {
+            return;
         };
         let mut slot = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if !Arc::ptr_eq(&slot, failed) {
@@ -155,12 +158,8 @@ impl Producer {
         if matches!(sent, Ok(Ok(_))) {
             let ms = u64::try_from(live.created.elapsed().as_millis()).unwrap_or(u64::MAX);
             live.last_ok_ms.store(ms.max(1), Relaxed);
-        } else if live.producer.client().fatal_error().is_some()
-            || live.since_ok() >= settings.timeout * STUCK_AFTER
-        {
-            // Only then: a probe is a metadata request.
-            let broker_up = self.probe(settings).await.connected;
-            self.replace_if_stuck(&live, settings, broker_up);
+        } else {
+            self.replace_if_stuck(&live, settings).await;
         }
         match sent {
             Ok(Ok(d)) => Ok(Position::new(d.partition as u64, d.offset as u64)),
