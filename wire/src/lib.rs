@@ -131,6 +131,23 @@ pub struct Published {
     pub delivered: Option<usize>,
 }
 
+/// Body of `GET /auth`: whether this server wants a token, so the page shows its token field
+/// only when one is needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthInfo {
+    /// Streams and POSTs need a token (`access_token` query parameter, cookie, or
+    /// `Authorization: Bearer`).
+    pub required: bool,
+}
+
+/// Event type sent shortly before a stream's token expires; its data is the number of whole
+/// seconds left. The stream then ends when the token expires: the client fetches a new token
+/// and reconnects with `Last-Event-ID`, missing nothing.
+pub const TOKEN_EXPIRING_EVENT: &str = "token-expiring";
+
+/// Query parameter that carries a token where headers cannot be set (`EventSource`).
+pub const ACCESS_TOKEN_PARAM: &str = "access_token";
+
 /// Body of `GET /readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readiness {
