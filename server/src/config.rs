@@ -197,6 +197,55 @@ pub struct Config {
     /// Port for HTTPS when --tls-cert is given.
     #[arg(long, env = "TLS_PORT", default_value_t = 3443)]
     pub tls_port: u16,
+
+    /// Switches on authorization with HS256 tokens signed with this secret (at least 32
+    /// bytes). Streams then need a token for their user, POSTs one that may publish to theirs.
+    #[arg(
+        long,
+        env = "AUTH_SECRET",
+        hide_env_values = true,
+        conflicts_with = "auth_public_key"
+    )]
+    pub auth_secret: Option<String>,
+
+    /// Switches on authorization with ES256 or RS256 tokens, verified with this public key
+    /// (PEM; the key's type picks the algorithm).
+    #[arg(long, env = "AUTH_PUBLIC_KEY", value_name = "FILE")]
+    pub auth_public_key: Option<PathBuf>,
+
+    /// Tokens must name this audience (`aud`). Without it, `aud` is not checked.
+    #[arg(long, env = "AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+
+    /// Cookie that may carry a stream's token, for pages served from this origin.
+    #[arg(long, env = "AUTH_COOKIE", default_value = "ssepush_token")]
+    pub auth_cookie: String,
+
+    /// How long before its token expires a stream gets a `token-expiring` event; it ends when
+    /// the token expires.
+    #[arg(long, env = "TOKEN_EXPIRY_NOTICE", default_value = "30s", value_parser = duration)]
+    pub token_expiry_notice: Duration,
+
+    /// Serves /metrics on this address (without a token) instead of on --port.
+    #[arg(long, env = "METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// An origin whose pages may use the API from the browser (CORS), e.g.
+    /// `https://app.example.com` (repeatable; the env variable takes a comma-separated list).
+    /// `*` allows any origin, without credentials. Without one, only pages from this server's
+    /// own origin may: cross-origin POSTs are refused.
+    #[arg(
+        long = "cors-origin",
+        env = "CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Lets the listed --cors-origin pages send cookies (a stream's token cookie). Refused
+    /// with `*`.
+    #[arg(long, env = "CORS_CREDENTIALS")]
+    pub cors_credentials: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -208,6 +257,9 @@ pub enum LogFormat {
 /// Tools that run instead of the server.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
+    /// Prints a token for development, signed with the server's secret or private key.
+    Token(crate::auth::mint::TokenArgs),
+
     /// Writes a self-signed certificate and its key (PEM) for development over HTTPS.
     SelfSigned {
         /// Where the certificate goes.
@@ -276,6 +328,12 @@ impl Config {
                 ms(1),
                 Some(Duration::from_secs(60)),
             ),
+            (
+                "--token-expiry-notice",
+                self.token_expiry_notice,
+                Duration::ZERO,
+                Some(DAY),
+            ),
             ("--head-timeout", self.head_timeout, ms(100), Some(DAY)),
             ("--body-timeout", self.body_timeout, ms(100), Some(DAY)),
             ("--write-timeout", self.write_timeout, ms(100), Some(DAY)),
@@ -323,6 +381,16 @@ impl Config {
         if let Some((flag, value)) = counts.into_iter().find(|&(_, value)| value < 1) {
             return Err(format!("{flag} must be at least 1 (got {value})"));
         }
+        if let Some(secret) = &self.auth_secret
+            && secret.len() < crate::auth::MIN_SECRET_BYTES
+        {
+            return Err(format!(
+                "--auth-secret must be at least {} bytes (got {})",
+                crate::auth::MIN_SECRET_BYTES,
+                secret.len()
+            ));
+        }
+        crate::cors::check(&self.cors_origins, self.cors_credentials)?;
         if self.max_frame_bytes < MIN_FRAME_BYTES {
             return Err(format!(
                 "--max-frame-bytes must be at least {MIN_FRAME_BYTES} (got {})",

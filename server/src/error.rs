@@ -7,7 +7,9 @@ use axum::{
 
 use std::time::Duration;
 
-use crate::{budget::Full, hub::SubscribeError, publish_rate::Exceeded, refusals::Limit};
+use crate::{
+    auth::Denied, budget::Full, hub::SubscribeError, publish_rate::Exceeded, refusals::Limit,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -38,10 +40,31 @@ pub enum AppError {
     },
     #[error("{0}")]
     Unavailable(String),
+    #[error("{}", if *missing { NO_TOKEN } else { BAD_TOKEN })]
+    Unauthorized { missing: bool },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    CrossOrigin(String),
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed for this endpoint")]
     MethodNotAllowed,
+}
+
+const NO_TOKEN: &str = "a token is required: an `Authorization: Bearer` header, or for a stream \
+                        the `access_token` query parameter or the token cookie";
+/// One body for every invalid token, so the answer tells nothing about why.
+const BAD_TOKEN: &str = "the token is not valid";
+
+impl From<Denied> for AppError {
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::Missing => Self::Unauthorized { missing: true },
+            Denied::Invalid => Self::Unauthorized { missing: false },
+            Denied::Forbidden(why) => Self::Forbidden(why),
+        }
+    }
 }
 
 impl From<wire::UsernameError> for AppError {
@@ -99,6 +122,18 @@ impl AppError {
         }
     }
 
+    /// `WWW-Authenticate` of a refusal by authorization (RFC 6750 §3).
+    fn challenge(&self) -> Option<&'static str> {
+        match self {
+            Self::Unauthorized { missing: true } => Some(r#"Bearer realm="ssepush""#),
+            Self::Unauthorized { missing: false } => {
+                Some(r#"Bearer realm="ssepush", error="invalid_token""#)
+            }
+            Self::Forbidden(_) => Some(r#"Bearer realm="ssepush", error="insufficient_scope""#),
+            _ => None,
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -110,6 +145,8 @@ impl AppError {
             | Self::ServerFull(_)
             | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::CrossOrigin(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -134,6 +171,10 @@ impl AppError {
             Self::ClientStreams { .. } => "streams_per_client",
             Self::PublishRate { .. } => "publish_rate",
             Self::Unavailable(_) => "unavailable",
+            Self::Unauthorized { missing: true } => "no_token",
+            Self::Unauthorized { missing: false } => "bad_token",
+            Self::Forbidden(_) => "forbidden",
+            Self::CrossOrigin(_) => "cross_origin",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
         }
@@ -157,6 +198,12 @@ impl IntoResponse for AppError {
         )
             .into_response();
         response.extensions_mut().insert(Rejected(self.reason()));
+        if let Some(challenge) = self.challenge() {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()

@@ -7,15 +7,18 @@
 //! - [`hub`]: the per-user registry, history and bounded per-stream queues.
 //! - [`kafka`]: v3's consumer and producer.
 //! - [`stream`]: SSE response bodies built on the hub.
+//! - [`auth`]: opt-in JWT authorization; [`cors`]: which other origins' pages may call.
 //! - [`api`]: HTTP routes; v2 and v3 share one implementation.
 //! - [`serve`]: the accept loop and graceful shutdown.
 //! - [`assets`]: the built web UI.
 
 pub mod api;
 pub mod assets;
+pub mod auth;
 pub mod budget;
 pub mod client;
 pub mod config;
+pub mod cors;
 pub mod drain;
 pub mod error;
 pub mod frame;
@@ -83,6 +86,30 @@ pub async fn run(
             }
         }
     };
+    let metrics_listener = match state.config.metrics_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving metrics");
+            Some(listener)
+        }
+        None => None,
+    };
+    let metrics_only = async {
+        if let Some(listener) = metrics_listener {
+            let app = axum::Router::new()
+                .route("/metrics", axum::routing::get(metrics::handler))
+                .with_state(state.clone());
+            let stop = token.clone().cancelled_owned();
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::warn!(error = %e, "metrics listener failed");
+            }
+        }
+    };
     let app = api::router(state.clone());
     let plain = serve::serve(
         listener,
@@ -96,7 +123,7 @@ pub async fn run(
             serve::serve(listener, transport, app, token.clone(), options).await;
         }
     };
-    tokio::join!(plain, secure, kafka_stopped);
+    tokio::join!(plain, secure, kafka_stopped, metrics_only);
     tracing::info!("stopped");
     Ok(())
 }

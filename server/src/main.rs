@@ -47,6 +47,10 @@ async fn shutdown_signal() {
 
 fn run_tool(command: &Command) -> anyhow::Result<()> {
     match command {
+        Command::Token(args) => {
+            println!("{}", server::auth::mint::token(args)?);
+            Ok(())
+        }
         Command::SelfSigned { cert, key, names } => {
             use std::os::unix::fs::OpenOptionsExt;
             let (cert_pem, key_pem) = serve::tls::self_signed(names)?;

@@ -54,6 +54,8 @@ pub enum Ended {
     Slow,
     /// The server shut down.
     Shutdown,
+    /// Its token expired.
+    TokenExpired,
 }
 
 impl Ended {
@@ -62,6 +64,7 @@ impl Ended {
             Self::ClientGone => "client_gone",
             Self::Slow => "slow",
             Self::Shutdown => "shutdown",
+            Self::TokenExpired => "token_expired",
         }
     }
 }
@@ -130,7 +133,7 @@ struct Inner {
     /// Handles resolved once, indexed by [`Api`], protocol and reason.
     open: [[Gauge; 2]; 3],
     opened: [[Counter; 2]; 3],
-    closed: [[Counter; 3]; 3],
+    closed: [[Counter; 4]; 3],
     delays: [Histogram; 3],
 }
 
@@ -145,7 +148,12 @@ impl Default for Metrics {
             api: api.name(),
             protocol: ["h1", "h2"][p],
         };
-        let ends = [Ended::ClientGone, Ended::Slow, Ended::Shutdown];
+        let ends = [
+            Ended::ClientGone,
+            Ended::Slow,
+            Ended::Shutdown,
+            Ended::TokenExpired,
+        ];
         let open = Api::ALL
             .map(|api| [0, 1].map(|p| streams_open.get_or_create(&by_protocol(api, p)).clone()));
         let opened = Api::ALL
@@ -248,6 +256,7 @@ impl Drop for StreamTrack {
             Ended::ClientGone => 0,
             Ended::Slow => 1,
             Ended::Shutdown => 2,
+            Ended::TokenExpired => 3,
         };
         inner.closed[self.api as usize][reason].inc();
     }

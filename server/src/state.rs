@@ -5,9 +5,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::Auth,
     budget::StreamBudget,
     client::TrustedProxies,
     config::Config,
+    cors::Origins,
     error::retry_after_secs,
     hub::{HistoryMemory, Hub, HubConfig, Numbering},
     kafka::{self, Kafka},
@@ -33,6 +35,10 @@ pub struct AppState {
     pub kafka: Option<Kafka>,
     /// The series `/metrics` shows that are counted as they happen.
     pub metrics: crate::metrics::Metrics,
+    /// Who may read and publish what; off unless a key is configured.
+    pub auth: Auth,
+    /// Other origins whose pages may call the API.
+    pub origins: Origins,
     /// Cancelled when shutdown starts; streams not owned by a hub end on it.
     pub shutdown: CancellationToken,
 }
@@ -72,6 +78,8 @@ impl AppState {
             }
         };
         Ok(Self {
+            auth: Auth::from_config(&config)?,
+            origins: Origins::new(&config.cors_origins, config.cors_credentials),
             budget: StreamBudget::new(
                 config.max_streams,
                 config.max_streams_per_client,

@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::{Expiry, expiry},
     budget::StreamPermit,
     frame,
     hub::{Closed, Next, Subscription},
@@ -34,6 +35,8 @@ pub struct HubStream {
     keep_alive_every: Duration,
     last_sent: Instant,
     done: bool,
+    /// When its token expires, with authorization on.
+    expiry: Option<Expiry>,
     _permit: StreamPermit,
     track: StreamTrack,
 }
@@ -57,9 +60,16 @@ impl HubStream {
             keep_alive_every: keep_alive,
             last_sent: now,
             done: false,
+            expiry: None,
             _permit: permit,
             track,
         }
+    }
+
+    /// Ends the stream when its token expires, with a notice before.
+    pub fn expires(mut self, expiry: Option<Expiry>) -> Self {
+        self.expiry = expiry;
+        self
     }
 
     fn sent(&mut self, chunk: Bytes) -> Poll<Option<io::Result<Bytes>>> {
@@ -95,6 +105,17 @@ impl Stream for HubStream {
         if let Some(first) = self.first.take() {
             return self.sent(first);
         }
+        if let Some(expiry) = &mut self.expiry {
+            match expiry.poll(cx) {
+                Poll::Ready(Some(notice)) => return self.sent(notice),
+                Poll::Ready(None) => {
+                    self.done = true;
+                    self.track.ends(Ended::TokenExpired);
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {}
+            }
+        }
         // A replay is read from the history a batch at a time, only when the connection has
         // sent the last one: a stream that stops reading holds one batch, not the history.
         if let Some(batch) = self.sub.replay_next(REPLAY_BATCH) {
@@ -129,22 +150,23 @@ pub fn jittered(retry: Duration) -> Duration {
 
 /// v1's stream: `data: hi!` at once and then every `interval`, keep-alives in the silences
 /// between, until shutdown; then it ends at a random moment within `drain`, so that v1's
-/// clients, too, come back spread out.
+/// clients, too, come back spread out. It ends earlier if its token expires.
 pub fn v1(
     interval: Duration,
     keep_alive: Duration,
     retry: Duration,
     (shutdown, drain): (CancellationToken, Duration),
     permit: (StreamPermit, StreamTrack),
+    expiry: Option<Expiry>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     const HI: &str = "hi!";
     let mut first = BytesMut::from(&frame::preamble(jittered(retry))[..]);
     first.extend_from_slice(&frame::data_only(HI));
     let start = Instant::now();
-    let state = (start + interval, start, shutdown, permit);
+    let state = (start + interval, start, shutdown, (permit, expiry));
     let rest = stream::unfold(
         state,
-        move |(next_hi, last_sent, shutdown, mut permit)| async move {
+        move |(next_hi, last_sent, shutdown, (mut permit, mut expiry))| async move {
             let due = next_hi.min(last_sent + keep_alive);
             tokio::select! {
                 () = shutdown.cancelled() => {
@@ -152,20 +174,28 @@ pub fn v1(
                     tokio::time::sleep(drain.mul_f64(fastrand::f64())).await;
                     return None;
                 }
+                step = expiry::next(&mut expiry) => {
+                    let Some(notice) = step else {
+                        permit.1.ends(Ended::TokenExpired);
+                        return None;
+                    };
+                    let now = Instant::now();
+                    return Some((Ok(notice), (next_hi, now, shutdown, (permit, expiry))));
+                }
                 () = sleep_until(due) => {}
             }
             let now = Instant::now();
-            if now >= next_hi {
-                Some((
-                    Ok(frame::data_only(HI)),
-                    (next_hi + interval, now, shutdown, permit),
-                ))
+            let frame = if now >= next_hi {
+                frame::data_only(HI)
             } else {
-                Some((
-                    Ok(Bytes::from_static(frame::KEEP_ALIVE)),
-                    (next_hi, now, shutdown, permit),
-                ))
-            }
+                Bytes::from_static(frame::KEEP_ALIVE)
+            };
+            let next_hi = if now >= next_hi {
+                next_hi + interval
+            } else {
+                next_hi
+            };
+            Some((Ok(frame), (next_hi, now, shutdown, (permit, expiry))))
         },
     );
     stream::once(async move { Ok(first.freeze()) }).chain(rest)
@@ -240,6 +270,7 @@ mod tests {
             Duration::from_secs(2),
             (shutdown.clone(), Duration::from_secs(5)),
             (permit, Metrics::default().stream(Api::V1, Version::HTTP_11)),
+            None,
         );
         tokio::pin!(stream);
         let start = Instant::now();

@@ -13,8 +13,10 @@ use std::{sync::Arc, time::Duration};
 
 use super::params::{StreamQuery, message_body};
 use crate::{
+    auth::{self, Auth},
     budget::StreamBudget,
     client::{Client, ClientKey, TrustedProxies},
+    cors::Origins,
     error::AppError,
     hub::Hub,
     kafka::Kafka,
@@ -47,6 +49,8 @@ pub struct Channel {
     trusted: TrustedProxies,
     publish_rate: PublishRate,
     refusals: Refusals,
+    auth: Auth,
+    origins: Origins,
     limits: Arc<Limits>,
 }
 
@@ -70,6 +74,8 @@ impl Channel {
             trusted: state.trusted.clone(),
             publish_rate: state.publish_rate.clone(),
             refusals: state.refusals.clone(),
+            auth: state.auth.clone(),
+            origins: state.origins.clone(),
             limits: Arc::new(Limits {
                 retry: c.retry,
                 keep_alive: c.keep_alive,
@@ -130,8 +136,10 @@ async fn open_stream(
     (version, headers): (Version, HeaderMap),
     disconnect: Option<Extension<Disconnect>>,
 ) -> Result<Response, AppError> {
+    let token = channel.auth.stream_token(&headers, query.access_token())?;
     let user = query.username()?;
     tracing::Span::current().record("user", user);
+    let grant = auth::subscribe(token, user)?;
     let last = query.last_seen(&headers);
     let permit = channel.budget.try_acquire(client)?;
     let sub = channel
@@ -140,7 +148,8 @@ async fn open_stream(
     tracing::debug!(?last, replaying = sub.replaying(), "stream opened");
     let limits = &channel.limits;
     let track = channel.metrics.stream(channel.api, version);
-    let body = HubStream::new(sub, limits.retry, limits.keep_alive, (permit, track));
+    let body =
+        HubStream::new(sub, limits.retry, limits.keep_alive, (permit, track)).expires(grant.expiry);
     Ok(sse_response(Body::from_stream(body)))
 }
 
@@ -172,7 +181,24 @@ async fn publish_message(
         let _ = message_body(request, limits.max_body, limits.body_timeout).await;
         return Err(e.into());
     }
-    let user = query.username()?;
+    let allowed = channel
+        .origins
+        .check_post(request.headers())
+        .map_err(AppError::CrossOrigin)
+        .and_then(|()| Ok(channel.auth.bearer(request.headers())?))
+        .and_then(|token| {
+            let user = query.username()?;
+            auth::publish(token.as_ref(), user)?;
+            Ok(user)
+        });
+    let user = match allowed {
+        Ok(user) => user,
+        Err(e) => {
+            // Read like a rate-limited one's, so the refusal reaches the client.
+            let _ = message_body(request, limits.max_body, limits.body_timeout).await;
+            return Err(e);
+        }
+    };
     tracing::Span::current().record("user", user);
     let wait = query.wait_delivered()?;
     let text = message_body(request, limits.max_body, limits.body_timeout).await?;

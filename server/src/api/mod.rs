@@ -29,7 +29,9 @@ use crate::{
 pub const STREAM_PATHS: [&str; 3] = ["/v1/sse", "/v2/sse", "/v3/sse"];
 
 /// Paths that belong to the API: unknown ones among them are 404s, never the web UI.
-const API_PREFIXES: [&str; 6] = ["/v1", "/v2", "/v3", "/healthz", "/readyz", "/metrics"];
+const API_PREFIXES: [&str; 7] = [
+    "/v1", "/v2", "/v3", "/healthz", "/readyz", "/metrics", "/auth",
+];
 
 pub fn router(state: AppState) -> Router {
     let v2 = Channel::new(Api::V2, state.v2.clone(), Sink::Local, &state);
@@ -39,11 +41,13 @@ pub fn router(state: AppState) -> Router {
     };
     let v3 = Channel::new(Api::V3, state.v3.clone(), v3_sink, &state);
     let metrics = state.metrics.clone();
+    let cors = state.origins.layer();
     let assets = assets::service(&state.config.static_dir);
     let router = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(crate::metrics::handler))
+        .route("/metrics", get(ops::metrics))
+        .route("/auth", get(ops::auth_info))
         .route("/v1/sse", get(v1::sse))
         .with_state(state)
         .merge(channel::routes("/v2", v2))
@@ -54,13 +58,28 @@ pub fn router(state: AppState) -> Router {
             metrics,
             count_rejection,
         ));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
     // Request logs cost ~3% of the CPU per POST even when the filter drops them (a span and a
     // wrapped body each), so the layer is there only when the filter at start-up shows them.
     if tracing::enabled!(target: "tower_http::trace", Level::DEBUG) {
-        router.layer(TraceLayer::new_for_http())
+        router.layer(TraceLayer::new_for_http().make_span_with(request_span))
     } else {
         router
     }
+}
+
+/// tower-http's default request span, with the token in the query redacted.
+fn request_span(req: &Request) -> tracing::Span {
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        uri = %crate::auth::redacted(target),
+        version = ?req.version(),
+    )
 }
 
 /// Counts every answer that an [`AppError`] made, by status and reason.

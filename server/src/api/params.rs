@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use percent_encoding::percent_decode_str;
 use std::{borrow::Cow, str::Utf8Error, time::Duration};
 
-use crate::{error::AppError, hub::LastSeen};
+use crate::{auth::Token, error::AppError, hub::LastSeen};
 
 /// The query of the stream and message endpoints. Parsed by hand rather than through serde:
 /// it is on every POST's path, and two optional fields don't need a deserializer.
@@ -17,6 +17,8 @@ pub struct StreamQuery {
     username: Option<String>,
     /// For a browser's first request, which can't set `Last-Event-ID`.
     last_event_id: Option<String>,
+    /// A token for a request that cannot send headers (a browser's `EventSource`).
+    access_token: Option<Token>,
     /// `delivered`: a v3 POST waits for this instance's consumer to count local deliveries.
     wait: Option<String>,
 }
@@ -36,6 +38,17 @@ impl StreamQuery {
                 "username" => &mut q.username,
                 "lastEventId" => &mut q.last_event_id,
                 "wait" => &mut q.wait,
+                wire::ACCESS_TOKEN_PARAM => {
+                    let value = form_decode(value).map_err(|_| {
+                        AppError::BadRequest(format!("query parameter `{key}` is not valid UTF-8"))
+                    })?;
+                    if q.access_token.replace(Token(value.into_owned())).is_some() {
+                        return Err(AppError::BadRequest(format!(
+                            "query parameter `{key}` is given more than once"
+                        )));
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             let value = form_decode(value).map_err(|_| {
@@ -59,6 +72,10 @@ impl StreamQuery {
                 "query parameter `wait` takes only `delivered`".into(),
             )),
         }
+    }
+
+    pub fn access_token(&self) -> Option<&Token> {
+        self.access_token.as_ref()
     }
 
     pub fn username(&self) -> Result<&str, AppError> {
