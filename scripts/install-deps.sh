@@ -35,7 +35,8 @@ need_wasm_opt=0
 has_version wasm-opt "version ${BINARYEN_VERSION%%.*}" || need_wasm_opt=1
 
 apt_packages=()
-for pkg in chromium chromium-driver fonts-noto-color-emoji docker-compose pkg-config make gcc zlib1g-dev; do
+# openssl: the auth tests make RSA keys with it.
+for pkg in chromium chromium-driver fonts-noto-color-emoji docker-compose pkg-config make gcc zlib1g-dev openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || apt_packages+=("$pkg")
 done
 # npm is only needed to fetch wasm-opt; node also runs it afterwards.

@@ -30,6 +30,7 @@ pub struct TestServer {
     log: PathBuf,
     dir: Option<tempfile::TempDir>,
     keep_log: bool,
+    filter: Option<String>,
 }
 
 impl TestServer {
@@ -38,6 +39,16 @@ impl TestServer {
     /// The child's `RUST_LOG` is `SSEPUSH_TEST_LOG`, or `info`; it must keep `server=info`,
     /// where the address is logged.
     pub async fn start<I, S>(bin: impl Into<PathBuf>, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Self::start_logging(bin, args, None).await
+    }
+
+    /// [`start`](Self::start) with the child's `RUST_LOG` set to `filter`, for a test that
+    /// reads the debug log.
+    pub async fn start_logging<I, S>(bin: impl Into<PathBuf>, args: I, filter: Option<&str>) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -55,6 +66,7 @@ impl TestServer {
             log: dir.path().join("server.log"),
             dir: Some(dir),
             keep_log: false,
+            filter: filter.map(str::to_owned),
         };
         server.launch(0).await;
         server
@@ -73,7 +85,10 @@ impl TestServer {
             .open(&self.log)
             .expect("the server log file");
         let from = std::fs::metadata(&self.log).map_or(0, |m| m.len());
-        let level = std::env::var("SSEPUSH_TEST_LOG").unwrap_or_else(|_| "info".into());
+        let level = self
+            .filter
+            .clone()
+            .unwrap_or_else(|| std::env::var("SSEPUSH_TEST_LOG").unwrap_or_else(|_| "info".into()));
         let child = Command::new(&self.bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(&self.args)

@@ -16,6 +16,12 @@ pub type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
 /// The binary under test ([`testkit::TestServer`]) with the HTTP calls the tests make.
 pub struct TestServer(testkit::TestServer);
 
+impl From<testkit::TestServer> for TestServer {
+    fn from(server: testkit::TestServer) -> Self {
+        Self(server)
+    }
+}
+
 impl Deref for TestServer {
     type Target = testkit::TestServer;
     fn deref(&self) -> &Self::Target {
