@@ -203,6 +203,8 @@ impl SseStream {
 /// A keep-alive HTTP/1.1 connection for POSTs, reconnecting when the server closes it.
 pub struct Publisher {
     server: SocketAddr,
+    /// Extra header lines (each ending in CRLF) for every request, such as `Authorization`.
+    headers: String,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
     request: Vec<u8>,
@@ -213,10 +215,18 @@ impl Publisher {
     pub fn new(server: SocketAddr) -> Self {
         Self {
             server,
+            headers: String::new(),
             stream: None,
             buf: Vec::with_capacity(4096),
             request: Vec::with_capacity(512),
         }
+    }
+
+    /// A publisher whose POSTs carry `Authorization: Bearer {token}`.
+    pub fn with_token(server: SocketAddr, token: &str) -> Self {
+        let mut publisher = Self::new(server);
+        publisher.headers = format!("Authorization: Bearer {token}\r\n");
+        publisher
     }
 
     /// POSTs `body` as text to `path`; returns the status and the response body.
@@ -228,9 +238,10 @@ impl Publisher {
         self.request.clear();
         self.request.extend_from_slice(
             format!(
-                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n",
                 self.server,
-                body.len()
+                body.len(),
+                self.headers
             )
             .as_bytes(),
         );

@@ -330,6 +330,14 @@ async fn a_stream_ends_when_its_token_expires_and_resumes_with_a_new_one() {
         .await
         .unwrap();
     let mut stream = events(response);
+    // v1's ticker ends the same way.
+    let v1 = client()
+        .get(server.url("/v1/sse?username=ann"))
+        .bearer_auth(&short)
+        .send()
+        .await
+        .unwrap();
+    let v1 = events(v1);
     assert_eq!(
         post(&server, "ann", &[("authorization", &publisher)])
             .await
@@ -345,6 +353,15 @@ async fn a_stream_ends_when_its_token_expires_and_resumes_with_a_new_one() {
     // Then the stream ends, cleanly.
     let end = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
     assert!(matches!(end, Ok(None)), "{end:?}");
+    let v1_events = tokio::time::timeout(Duration::from_secs(10), v1.collect::<Vec<_>>())
+        .await
+        .expect("v1's stream ends too");
+    let kinds: Vec<&str> = v1_events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["message", wire::TOKEN_EXPIRING_EVENT],
+        "{v1_events:?}"
+    );
     // Sent while the client has no stream; it resumes with a new token and misses nothing.
     assert_eq!(
         post(&server, "ann", &[("authorization", &publisher)])
@@ -377,7 +394,9 @@ async fn a_stream_ends_when_its_token_expires_and_resumes_with_a_new_one() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"ssepush_streams_closed_total{api="v2",reason="token_expired"} 1"#),
+        metrics.contains(r#"ssepush_streams_closed_total{api="v2",reason="token_expired"} 1"#)
+            && metrics
+                .contains(r#"ssepush_streams_closed_total{api="v1",reason="token_expired"} 1"#),
         "{metrics}"
     );
     server.stop().await;

@@ -15,6 +15,8 @@ enum Scenario {
     IdleH2,
     Drain,
     FanoutHttp,
+    /// fanout-http with authorization on and off, both ssepush.
+    FanoutAuth,
     Wide,
     Kafka,
     Churn,
@@ -135,6 +137,17 @@ impl Args {
     }
 }
 
+fn fanout_config(args: &Args) -> fanout::Config {
+    fanout::Config {
+        users: args.size(args.fanout_users, 1_000, 200),
+        messages: args.size(args.fanout_messages, 100_000, 10_000),
+        publishers: args.fanout_publishers,
+        payload: args.payload,
+        runs: args.size(args.fanout_runs, 3, 1),
+        concurrency: args.open_concurrency,
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -198,14 +211,7 @@ async fn main() -> Result<()> {
     }
 
     if args.wants(Scenario::FanoutHttp) {
-        let cfg = fanout::Config {
-            users: args.size(args.fanout_users, 1_000, 200),
-            messages: args.size(args.fanout_messages, 100_000, 10_000),
-            publishers: args.fanout_publishers,
-            payload: args.payload,
-            runs: args.size(args.fanout_runs, 3, 1),
-            concurrency: args.open_concurrency,
-        };
+        let cfg = fanout_config(&args);
         sizes.push(format!(
             "fanout-http {} users, {} msgs x {} runs, {} publishers",
             cfg.users, cfg.messages, cfg.runs, cfg.publishers
@@ -213,10 +219,26 @@ async fn main() -> Result<()> {
         let (mut ours, mut base) = (Vec::new(), Vec::new());
         for run in 0..cfg.runs {
             progress(format!("fanout-http run {} of {}", run + 1, cfg.runs));
-            ours.push(fanout::run(&bins, Kind::Ssepush, &cfg).await);
-            base.push(fanout::run(&bins, Kind::Baseline, &cfg).await);
+            ours.push(fanout::run(&bins, Kind::Ssepush, &cfg, None).await);
+            base.push(fanout::run(&bins, Kind::Baseline, &cfg, None).await);
         }
         rows.extend(fanout::rows(&ours, &base));
+    }
+
+    if args.wants(Scenario::FanoutAuth) {
+        let cfg = fanout_config(&args);
+        sizes.push(format!(
+            "fanout-auth {} users, {} msgs x {} runs",
+            cfg.users, cfg.messages, cfg.runs
+        ));
+        let tokens = fanout::Tokens::mint(&bins)?;
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for run in 0..cfg.runs {
+            progress(format!("fanout-auth run {} of {}", run + 1, cfg.runs));
+            on.push(fanout::run(&bins, Kind::Ssepush, &cfg, Some(&tokens)).await);
+            off.push(fanout::run(&bins, Kind::Ssepush, &cfg, None).await);
+        }
+        rows.extend(fanout::auth_rows(&on, &off));
     }
 
     if args.wants(Scenario::Wide) {

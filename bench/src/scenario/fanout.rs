@@ -66,9 +66,55 @@ struct Tally {
     reconnects: AtomicU64,
 }
 
-/// Runs fanout-http once against one server.
-pub async fn run(bins: &Binaries, kind: Kind, cfg: &Config) -> Result<Outcome> {
-    let server = Server::start(bins, kind, &[]).await?;
+/// Authorization for a run: the server's secret and the tokens the clients send, made by
+/// `ssepush token` as a user would.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    secret: String,
+    /// May read every stream; sent as the `access_token` query parameter, as a browser does.
+    read: String,
+    /// May publish to everyone; sent in the `Authorization` header.
+    publish: String,
+}
+
+impl Tokens {
+    pub fn mint(bins: &Binaries) -> Result<Self> {
+        let secret = format!("bench-secret-{:032x}", std::process::id());
+        let sign = |args: &[&str]| -> Result<String> {
+            let out = std::process::Command::new(&bins.ssepush)
+                .arg("token")
+                .args(args)
+                .args(["--ttl", "1h", "--auth-secret", &secret])
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "ssepush token: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+        };
+        Ok(Self {
+            read: sign(&["--subscribe", "*"])?,
+            publish: sign(&["--publish", "*"])?,
+            secret,
+        })
+    }
+}
+
+/// Runs fanout-http once against one server, with authorization on when `tokens` are given.
+pub async fn run(
+    bins: &Binaries,
+    kind: Kind,
+    cfg: &Config,
+    tokens: Option<&Tokens>,
+) -> Result<Outcome> {
+    let extra: Vec<String> = match tokens {
+        Some(t) => vec!["--auth-secret".into(), t.secret.clone()],
+        None => Vec::new(),
+    };
+    let server = Server::start(bins, kind, &extra).await?;
+    let query_token = tokens.map_or(String::new(), |t| format!("&access_token={}", t.read));
+    let publish_token = tokens.map(|t| t.publish.clone());
     let addr = server.addr;
     let tally = Arc::new(Tally {
         seen: (0..cfg.messages).map(|_| AtomicU8::new(0)).collect(),
@@ -81,14 +127,15 @@ pub async fn run(bins: &Binaries, kind: Kind, cfg: &Config) -> Result<Outcome> {
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let mut receivers = JoinSet::new();
     for user in 0..cfg.users {
-        let (tally, token, permits, opened_tx) = (
+        let (tally, token, permits, opened_tx, query_token) = (
             tally.clone(),
             token.clone(),
             permits.clone(),
             opened_tx.clone(),
+            query_token.clone(),
         );
         receivers.spawn(async move {
-            let path = format!("/v2/sse?username=fan_{user}");
+            let path = format!("/v2/sse?username=fan_{user}{query_token}");
             let permit = permits.acquire_owned().await;
             let first = open_stream(addr, &path, kind, 16 * 1024, Duration::from_secs(30)).await;
             drop(permit);
@@ -124,8 +171,12 @@ pub async fn run(bins: &Binaries, kind: Kind, cfg: &Config) -> Result<Outcome> {
     let mut publishers = JoinSet::new();
     for _ in 0..cfg.publishers {
         let (next_seq, failed, cfg) = (next_seq.clone(), failed.clone(), cfg.clone());
+        let publish_token = publish_token.clone();
         publishers.spawn(async move {
-            let mut publisher = Publisher::new(addr);
+            let mut publisher = match &publish_token {
+                Some(token) => Publisher::with_token(addr, token),
+                None => Publisher::new(addr),
+            };
             let mut errors = 0u64;
             loop {
                 let seq = next_seq.fetch_add(1, Ordering::Relaxed);
@@ -375,4 +426,63 @@ pub fn rows(ours: &[Result<Outcome>], base: &[Result<Outcome>]) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// fanout-auth rows: the same load with authorization on (`ours`) and off (`base`), both
+/// ssepush. A token is checked once per stream and once per POST; here every message is a POST.
+pub fn auth_rows(on: &[Result<Outcome>], off: &[Result<Outcome>]) -> Vec<Row> {
+    const S: &str = "fanout-auth";
+    let ok = |runs: &[Result<Outcome>]| {
+        runs.iter()
+            .filter_map(|r| r.as_ref().ok())
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (o, b) = (ok(on), ok(off));
+    let med =
+        |runs: &[Outcome], f: fn(&Outcome) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    if o.is_empty() || b.is_empty() {
+        return vec![Row::note(
+            S,
+            "a run failed with auth on or off",
+            Some(false),
+        )];
+    }
+    let lost: u64 = o
+        .iter()
+        .map(|r| r.lost + r.failed_posts + r.duplicated)
+        .sum();
+    vec![
+        Row::note(
+            S,
+            "ssepush column: auth on (HS256); baseline column: auth off",
+            None,
+        ),
+        Row::info(
+            S,
+            "delivered/s (median)",
+            med(&o, |r| r.per_sec),
+            med(&b, |r| r.per_sec),
+        ),
+        Row::info(
+            S,
+            "server CPU per delivered msg (us, median)",
+            med(&o, |r| r.cpu_us_per_msg),
+            med(&b, |r| r.cpu_us_per_msg),
+        ),
+        Row::info(
+            S,
+            "p99 latency (us, median)",
+            med(&o, |r| r.p99_us),
+            med(&b, |r| r.p99_us),
+        ),
+        Row::target(
+            S,
+            "lost + failed + duplicated, auth on",
+            Some(lost as f64),
+            None,
+            "0",
+            Some(lost == 0),
+        ),
+    ]
 }
