@@ -77,8 +77,8 @@ pub struct Config {
     pub history_ttl: Duration,
 
     /// Memory for the history of all users together, counted on the encoded events (e.g.
-    /// `256MiB`). When it is full the oldest messages across all users go first; a client
-    /// resuming from one of them gets a resync.
+    /// `256MiB`). When it is full the oldest messages of users without a stream open here go
+    /// first, then the oldest of all; a client resuming from one of them gets a resync.
     #[arg(long, env = "HISTORY_MAX_BYTES", default_value = "256MiB", value_parser = bytes)]
     pub history_max_bytes: usize,
 

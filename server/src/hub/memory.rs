@@ -5,6 +5,11 @@
 //! the budget the oldest entries across all users and hubs are evicted first. Eviction raises
 //! the user's floor like any other, so a client resuming from an evicted id gets a resync.
 //!
+//! Users with a stream open on this instance keep their history longest: the entries of users
+//! without one go first, oldest first, and only when none is left do the oldest entries of
+//! watched users go. A clustered v3 instance holds every user's records, most of them for users
+//! it does not serve; its own clients are the ones that resume from its history.
+//!
 //! The order of publication is kept as a queue of small records. A record may outlive its
 //! entry (evicted earlier by a per-user limit); such records are charged too, so the queue
 //! itself stays within the budget, and popping one frees only its own charge. The periodic
@@ -36,10 +41,20 @@ pub struct HistoryMemory {
 struct Inner {
     max: usize,
     used: AtomicUsize,
-    order: Mutex<VecDeque<Record>>,
+    order: Mutex<Order>,
     /// Serial numbers of entries, rising in the order they are published.
     next_serial: AtomicU64,
     evicted: AtomicU64,
+}
+
+/// The publication order, in two queues of rising serials.
+#[derive(Default)]
+struct Order {
+    /// Every record, until the budget's eviction reaches it.
+    all: VecDeque<Record>,
+    /// Records the eviction passed over because their user had a stream open then; evicted
+    /// only when `all` is empty.
+    spared: VecDeque<Record>,
 }
 
 /// Where the entry published `serial`-th lives.
@@ -112,17 +127,31 @@ impl HistoryMemory {
             user,
             serial,
         };
-        self.inner.order_lock().push_back(record);
+        self.inner.order_lock().all.push_back(record);
         self.inner.used.fetch_add(RECORD_COST, Relaxed);
         while self.used() > self.inner.max {
-            let Some(oldest) = self.inner.order_lock().pop_front() else {
-                break;
+            // Taken out under the queue's lock, evicted under the shard's: never both at once.
+            let (oldest, spare_watched) = {
+                let mut order = self.inner.order_lock();
+                match order.all.pop_front() {
+                    Some(record) => (record, true),
+                    None => match order.spared.pop_front() {
+                        Some(record) => (record, false),
+                        None => break,
+                    },
+                }
             };
-            self.inner.used.fetch_sub(RECORD_COST, Relaxed);
-            if let Some(shared) = oldest.hub.upgrade() {
-                let hub = super::Hub { shared };
-                let evicted = hub.evict_through(&oldest.user, oldest.serial);
-                self.inner.evicted.fetch_add(evicted, Relaxed);
+            let Some(shared) = oldest.hub.upgrade() else {
+                self.inner.used.fetch_sub(RECORD_COST, Relaxed);
+                continue;
+            };
+            let hub = super::Hub { shared };
+            match hub.evict_through(&oldest.user, oldest.serial, spare_watched) {
+                Some(evicted) => {
+                    self.inner.used.fetch_sub(RECORD_COST, Relaxed);
+                    self.inner.evicted.fetch_add(evicted, Relaxed);
+                }
+                None => self.inner.order_lock().spared.push_back(oldest),
             }
         }
     }
@@ -131,10 +160,21 @@ impl HistoryMemory {
     /// their history (by age, length, or a lane numbered anew), and gives back the queue's
     /// spare capacity. Stops at the first record whose entry may still be there.
     pub fn prune(&self) {
+        fn all(o: &mut Order) -> &mut VecDeque<Record> {
+            &mut o.all
+        }
+        fn spared(o: &mut Order) -> &mut VecDeque<Record> {
+            &mut o.spared
+        }
+        self.prune_queue(all);
+        self.prune_queue(spared);
+    }
+
+    fn prune_queue(&self, queue: fn(&mut Order) -> &mut VecDeque<Record>) {
         loop {
             let (hub, user, serial) = {
-                let order = self.inner.order_lock();
-                let Some(front) = order.front() else {
+                let mut order = self.inner.order_lock();
+                let Some(front) = queue(&mut order).front() else {
                     break;
                 };
                 (front.hub.clone(), front.user.clone(), front.serial)
@@ -147,15 +187,17 @@ impl HistoryMemory {
                 break;
             }
             let mut order = self.inner.order_lock();
-            if order.front().is_some_and(|f| f.serial == serial) {
-                order.pop_front();
+            let records = queue(&mut order);
+            if records.front().is_some_and(|f| f.serial == serial) {
+                records.pop_front();
                 self.inner.used.fetch_sub(RECORD_COST, Relaxed);
             }
         }
         let mut order = self.inner.order_lock();
-        let len = order.len();
-        if order.capacity() > 4 * len + 1024 {
-            order.shrink_to(2 * len);
+        let records = queue(&mut order);
+        let len = records.len();
+        if records.capacity() > 4 * len + 1024 {
+            records.shrink_to(2 * len);
         }
     }
 
@@ -166,7 +208,7 @@ impl HistoryMemory {
 }
 
 impl Inner {
-    fn order_lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Record>> {
+    fn order_lock(&self) -> std::sync::MutexGuard<'_, Order> {
         self.order.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -521,8 +521,6 @@ impl Hub {
         Some(batch.freeze())
     }
 
-    /// Evicts `user`'s entries up to `serial`, the oldest on the server, to keep history
-    /// within its memory budget. Returns how many were evicted.
     /// Whether `user`'s history may still hold the entry published `serial`-th: entries
     /// leave a history oldest first, so once its oldest is later, that one is gone.
     fn may_hold(&self, user: &str, serial: u64) -> bool {
@@ -533,11 +531,20 @@ impl Hub {
             .is_some_and(|oldest| oldest.serial <= serial)
     }
 
-    fn evict_through(&self, user: &str, serial: u64) -> u64 {
+    /// Evicts `user`'s entries up to `serial`, the oldest on the server, to keep history
+    /// within its memory budget. Returns how many were evicted, or `None` when `spare_watched`
+    /// and the user has a stream open here: then nothing is evicted.
+    fn evict_through(&self, user: &str, serial: u64, spare_watched: bool) -> Option<u64> {
         let mut shard = self.shard(user);
         let Some(entry) = shard.get_mut(user) else {
-            return 0;
+            return Some(0);
         };
+        if spare_watched
+            && !entry.streams.is_empty()
+            && entry.history.front().is_some_and(|e| e.serial <= serial)
+        {
+            return None;
+        }
         let mut evicted = 0;
         while entry.history.front().is_some_and(|e| e.serial <= serial) {
             entry.pop_oldest(&self.shared.memory);
@@ -549,7 +556,7 @@ impl Hub {
                 shard.remove(user);
             }
         }
-        evicted
+        Some(evicted)
     }
 
     /// What a client that saw `last` missed: a resync notice if anything is gone, the serial

@@ -533,6 +533,48 @@ fn the_history_budget_evicts_the_oldest_across_users_and_resumes_resync() {
     );
 }
 
+/// Users with a stream open keep their history while the budget evicts everyone else's; once
+/// only theirs is left, the oldest of theirs goes.
+#[test]
+fn the_history_budget_spares_users_with_a_stream_open() {
+    let memory = HistoryMemory::new(8 * 512);
+    let hub = hub_in(
+        Numbering::Own,
+        100,
+        Duration::from_secs(600),
+        memory.clone(),
+    );
+    let text = "x".repeat(100);
+    let mut watched = subscribe(&hub, "watched", None);
+    let kept: Vec<Position> = (0..3)
+        .map(|_| hub.publish("watched", &text).position)
+        .collect();
+    for i in 0..40 {
+        hub.publish(&format!("absent{i}"), &text);
+    }
+    assert!(memory.used() <= memory.max(), "{memory:?}");
+    assert!(memory.evicted() >= 30, "{memory:?}");
+    for id in &kept {
+        assert_eq!(hub.knows("watched", *id, &text), Some(true), "{id}");
+    }
+    assert_eq!(hub.knows("absent0", Position::new(0, 4), &text), None);
+    // Resuming from its first message replays the rest, no resync.
+    let mut again = subscribe(&hub, "watched", Some(&kept[0].to_string()));
+    assert_eq!(
+        drain(&mut again),
+        vec![msg(kept[1], &text), msg(kept[2], &text)]
+    );
+    drop(again);
+    // With only watched users' entries left, the oldest of those go.
+    let many: Vec<Position> = (0..20)
+        .map(|_| hub.publish("watched", &text).position)
+        .collect();
+    assert!(memory.used() <= memory.max(), "{memory:?}");
+    assert_eq!(hub.knows("watched", kept[0], &text), None);
+    assert_eq!(hub.knows("watched", many[19], &text), Some(true));
+    drain(&mut watched);
+}
+
 #[test]
 fn a_replay_read_slowly_gets_live_messages_after_it_in_order() {
     let hub = v2();
