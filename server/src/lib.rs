@@ -51,7 +51,7 @@ pub async fn run(
     let token = CancellationToken::new();
     let state = AppState::new(config, token.clone())?;
     let grace = state.config.shutdown_grace;
-    let options = serve::Options::new(&state.config, state.refusals.clone());
+    let options = serve::Options::new(&state.config, state.refusals.clone(), state.metrics.clone());
     tokio::spawn(sweep(state.clone(), token.clone()));
     tokio::spawn({
         let (state, token) = (state.clone(), token.clone());

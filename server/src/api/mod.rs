@@ -17,12 +17,7 @@ use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 use tracing::Level;
 
-use crate::{
-    assets,
-    error::{AppError, Rejected},
-    metrics::{Api, Metrics},
-    state::AppState,
-};
+use crate::{assets, error::AppError, metrics::Api, state::AppState};
 
 /// The event-stream endpoints. The accept loop answers plain `GET`s of these itself
 /// ([`crate::serve`]); a test below checks each is routed.
@@ -40,7 +35,6 @@ pub fn router(state: AppState) -> Router {
         None => Sink::KafkaOff,
     };
     let v3 = Channel::new(Api::V3, state.v3.clone(), v3_sink, &state);
-    let metrics = state.metrics.clone();
     let cors = state.origins.layer();
     let assets = assets::service(&state.config.static_dir);
     let router = Router::new()
@@ -53,11 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(channel::routes("/v2", v2))
         .merge(channel::routes("/v3", v3))
         .fallback(move |req: Request| fallback(assets.clone(), req))
-        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
-        .layer(axum::middleware::map_response_with_state(
-            metrics,
-            count_rejection,
-        ));
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed });
     let router = match cors {
         Some(cors) => router.layer(cors),
         None => router,
@@ -80,17 +70,6 @@ fn request_span(req: &Request) -> tracing::Span {
         uri = %crate::auth::redacted(target),
         version = ?req.version(),
     )
-}
-
-/// Counts every answer that an [`AppError`] made, by status and reason.
-async fn count_rejection(
-    axum::extract::State(metrics): axum::extract::State<Metrics>,
-    response: Response,
-) -> Response {
-    if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
-        metrics.rejected(response.status().as_u16(), reason);
-    }
-    response
 }
 
 async fn fallback(assets: assets::Service, req: Request) -> Response {

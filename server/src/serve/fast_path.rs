@@ -47,6 +47,7 @@ impl Connection {
         request.extensions_mut().insert(handle.clone());
         request.extensions_mut().insert(ClientAddr(self.peer));
         let Ok(response) = self.app.clone().oneshot(request).await;
+        self.options.metrics.count_rejection(&response);
         let stop = Stop {
             cut: handle.issued().cloned(),
             options: self.options.clone(),

@@ -201,8 +201,9 @@ impl Connection {
             .max_send_buf_size(MAX_SEND_BUFFER)
             .keep_alive_interval(PING_INTERVAL)
             .keep_alive_timeout(PING_TIMEOUT);
+        let metrics = options.metrics.clone();
         let svc = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
-            let app = app.clone();
+            let (app, metrics) = (app.clone(), metrics.clone());
             async move {
                 req.extensions_mut().insert(ClientAddr(peer));
                 let cut = STREAM.try_with(Arc::clone).ok();
@@ -213,6 +214,7 @@ impl Connection {
                         .insert(Disconnect::stream(cut.token.clone()));
                 }
                 let Ok(response) = app.oneshot(req).await;
+                metrics.count_rejection(&response);
                 Ok::<_, Infallible>(match cut {
                     Some(cut) => response.map(|inner| Body::new(Watched { inner, cut })),
                     None => response,

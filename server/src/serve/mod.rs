@@ -38,6 +38,7 @@ use tower::ServiceExt;
 use crate::{
     api::STREAM_PATHS,
     client::ClientAddr,
+    metrics::Metrics,
     refusals::{Limit, Refusals},
     write_timeout::WriteTimeout,
 };
@@ -67,15 +68,18 @@ pub struct Options {
     pub write_timeout: Duration,
     /// Where connections cut by the write timeout are counted.
     pub refusals: Refusals,
+    /// Where refused requests are counted.
+    pub metrics: Metrics,
 }
 
 impl Options {
-    pub fn new(config: &crate::Config, refusals: Refusals) -> Self {
+    pub fn new(config: &crate::Config, refusals: Refusals, metrics: Metrics) -> Self {
         Self {
             grace: config.drain + config.shutdown_grace,
             head_timeout: config.head_timeout,
             write_timeout: config.write_timeout,
             refusals,
+            metrics,
         }
     }
 }
@@ -273,14 +277,20 @@ impl Connection {
             Some(_) => http,
             None => return,
         };
-        let svc = app.map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ClientAddr(peer));
-            // Only streams are ever cut; other requests skip the extension.
-            if is_stream_request(&req) {
-                req.extensions_mut().insert(handle.clone());
-            }
-            req
-        });
+        let metrics = options.metrics.clone();
+        let svc = app
+            .map_request(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ClientAddr(peer));
+                // Only streams are ever cut; other requests skip the extension.
+                if is_stream_request(&req) {
+                    req.extensions_mut().insert(handle.clone());
+                }
+                req
+            })
+            .map_response(move |response| {
+                metrics.count_rejection(&response);
+                response
+            });
         let conn = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
         // Boxed so that the connection task of a stream, the common case, is not sized for it.
         if let Err(e) = Box::pin(watcher.watch(conn)).await {

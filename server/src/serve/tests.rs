@@ -24,7 +24,7 @@ async fn start(args: &[&str]) -> Running {
     let token = CancellationToken::new();
     let state = AppState::new(config, token.clone()).unwrap();
     let app = api::router(state.clone());
-    let mut options = Options::new(&state.config, state.refusals.clone());
+    let mut options = Options::new(&state.config, state.refusals.clone(), state.metrics.clone());
     options.grace = Duration::from_secs(2);
     let task = tokio::spawn(serve(
         listener,
