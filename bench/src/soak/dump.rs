@@ -38,3 +38,71 @@ pub fn messages_tsv(messages: &[Message], lineages: &[LineageLog], lives: &Broke
     }
     out
 }
+
+/// Every body a lineage saw more than once, one line each, with the stream it came on again
+/// and the lineage's resyncs, so a duplicate can be traced to a resume:
+/// `user lineage seq offset life count first_us first_on last_us last_on stream resyncs`.
+/// `stream` is the stream open at the last receipt (`instance@open_us<-anchor offset`);
+/// `resyncs` are `at_us:last_event_id` of that stream's resyncs (`-` for none).
+pub fn duplicates_tsv(
+    messages: &[Message],
+    lineages: &[LineageLog],
+    lives: &BrokerLives,
+) -> String {
+    let offset = |seq: u32| {
+        messages
+            .get(seq as usize)
+            .and_then(|m| m.ack)
+            .map_or(("-".to_string(), "-".to_string()), |a| {
+                (a.offset.to_string(), lives.life_at(a.at_us).to_string())
+            })
+    };
+    let name = |i: u8| if i == 0 { "a" } else { "b" };
+    let mut out = String::from(
+        "user\tlineage\tseq\toffset\tlife\tcount\tfirst_us\tfirst_on\tlast_us\tlast_on\tstream\tresyncs\n",
+    );
+    for (n, lineage) in lineages.iter().enumerate() {
+        let mut dups: Vec<_> = lineage.seen.iter().filter(|(_, r)| r.count > 1).collect();
+        dups.sort_by_key(|(seq, _)| **seq);
+        for (&seq, r) in dups {
+            let stream = lineage
+                .connections
+                .iter()
+                .rev()
+                .find(|c| c.open_us <= r.last_us);
+            let (stream_text, resyncs) = match stream {
+                Some(c) => {
+                    let anchor = c.anchor.map_or("none".to_string(), |a| offset(a).0);
+                    let until = c.close_us.unwrap_or(u64::MAX);
+                    let resyncs: Vec<String> = lineage
+                        .resyncs
+                        .iter()
+                        .filter(|x| x.at_us >= c.open_us && x.at_us <= until)
+                        .map(|x| format!("{}:{}", x.at_us, x.last_event_id))
+                        .collect();
+                    (
+                        format!("{}@{}<-{anchor}", name(c.instance), c.open_us),
+                        if resyncs.is_empty() {
+                            "-".to_string()
+                        } else {
+                            resyncs.join(",")
+                        },
+                    )
+                }
+                None => ("-".to_string(), "-".to_string()),
+            };
+            let (off, life) = offset(seq);
+            let _ = writeln!(
+                out,
+                "{}\t{n}\t{seq}\t{off}\t{life}\t{}\t{}\t{}\t{}\t{}\t{stream_text}\t{resyncs}",
+                lineage.user,
+                r.count,
+                r.first_us,
+                name(r.instance),
+                r.last_us,
+                name(r.last_instance),
+            );
+        }
+    }
+    out
+}

@@ -93,6 +93,9 @@ pub struct Receipt {
     pub first_us: Us,
     /// The instance of the stream it first came on.
     pub instance: u8,
+    /// When it came last, and on which instance: a duplicate's second receipt.
+    pub last_us: Us,
+    pub last_instance: u8,
 }
 
 /// A `resync` event seen by a lineage.
@@ -674,6 +677,8 @@ mod tests {
                             count: 1,
                             first_us: 0,
                             instance: 0,
+                            last_us: 0,
+                            last_instance: 0,
                         },
                     )
                 })

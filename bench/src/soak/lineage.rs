@@ -145,14 +145,16 @@ pub async fn run(
                 match event.event_type.as_str() {
                     "message" => {
                         if let Some(body) = sent::parse(&event.data) {
-                            log.seen
-                                .entry(body.seq)
-                                .or_insert(Receipt {
-                                    count: 0,
-                                    first_us: at_us,
-                                    instance: target as u8,
-                                })
-                                .count += 1;
+                            let receipt = log.seen.entry(body.seq).or_insert(Receipt {
+                                count: 0,
+                                first_us: at_us,
+                                instance: target as u8,
+                                last_us: at_us,
+                                last_instance: target as u8,
+                            });
+                            receipt.count += 1;
+                            receipt.last_us = at_us;
+                            receipt.last_instance = target as u8;
                             last_seq = Some(body.seq);
                             if let Some(round) = body.probe {
                                 live.probe_rounds.fetch_max(round + 1, Relaxed);

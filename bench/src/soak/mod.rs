@@ -456,6 +456,10 @@ pub async fn run(cfg: &Config) -> Result<Run> {
     let outcome = ledger::evaluate(&messages, &logs, &lives, &windows);
     for (file, text) in [
         ("messages.tsv", dump::messages_tsv(&messages, &logs, &lives)),
+        (
+            "duplicates.tsv",
+            dump::duplicates_tsv(&messages, &logs, &lives),
+        ),
         ("rss.tsv", rss_tsv),
     ] {
         let path = cfg.log_dir.join(file);
@@ -521,6 +525,7 @@ fn prepare_log_dir(cfg: &Config) -> Result<()> {
         "ssepush-b.log",
         "tansu.log",
         "messages.tsv",
+        "duplicates.tsv",
         "rss.tsv",
     ] {
         let _ = std::fs::remove_file(dir.join(file));
