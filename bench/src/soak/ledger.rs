@@ -152,7 +152,9 @@ enum Duty {
 /// Where a lost message should have come from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LossKinds {
-    /// The lineage's stream was open from the message's send to the end.
+    /// It should have come live, on the lineage's stream open when it was sent: that stream
+    /// stayed open to the end, or the lineage's next stream resumed from an id at or past the
+    /// message's (so no replay owed it).
     pub live: u64,
     /// It should have been replayed on a reconnect whose Last-Event-ID came from the same
     /// broker life (or a later one).
@@ -525,9 +527,11 @@ enum Kind {
 
 /// Where lost message `seq` should have come from (see [`LossKinds`]), and
 /// the stream that should have brought it: the one open when it was sent, else the first
-/// reconnect after. A stream that resumed from an earlier broker life than the message's, the
-/// one open then or any later one, is named first: a server that took that id for the new
-/// life's would skip the message.
+/// reconnect after. Streams that resumed from an id at or past the message's owed it no
+/// replay, so the stream before the first of them is the one: the one open when it was sent
+/// even if it ended later. A stream that resumed from an earlier broker life than the
+/// message's, the one open then or any later one, is named first: a server that took that id
+/// for the new life's would skip the message.
 fn classify<'a>(
     lineage: &'a LineageLog,
     seq: u32,
@@ -541,6 +545,14 @@ fn classify<'a>(
         .iter()
         .position(|c| c.close_us.is_none_or(|close| close > sent))
         .unwrap_or(conns.len());
+    // The first stream that resumed from the message or past it, in the same life or a later
+    // one: it and all after it had no reason to send it.
+    let own = pos(seq);
+    let until = conns[from..]
+        .iter()
+        .position(|c| matches!((c.anchor.and_then(pos), own), (Some(a), Some(o)) if a >= o))
+        .map_or(conns.len(), |i| from + i);
+    let conns = &conns[..until];
     let earlier: Vec<&Conn> = conns[from..]
         .iter()
         .filter(|c| {
@@ -557,10 +569,7 @@ fn classify<'a>(
     {
         return (Kind::EarlierLife, Some(c));
     }
-    if let Some(c) = conns
-        .iter()
-        .find(|c| c.open_us <= sent && c.close_us.is_none())
-    {
+    if let Some(c) = conns.last().filter(|c| c.open_us <= sent) {
         return (Kind::Live, Some(c));
     }
     (Kind::Resumed, conns.iter().find(|c| c.open_us > sent))
@@ -871,6 +880,40 @@ mod tests {
         // One producer's batches are stored in order, whatever the acknowledgements say.
         let o = evaluate(&same_producer, &[a(), b()], &one_life(), &[]);
         assert_eq!((o.lost, o.broker_race), (1, 0));
+    }
+
+    /// The soak's one loss: a message the broker's fetch race kept from instance b, on a
+    /// stream open on b when it was sent. That stream ended later (b was killed) and the
+    /// lineage resumed on a from an id past the message, so the resumed stream owed it nothing;
+    /// the race is judged on b's stream, not on a's.
+    #[test]
+    fn a_resume_past_a_message_leaves_it_to_the_stream_open_when_it_was_sent() {
+        let posted = |m: Message| Message { producer: 1, ..m };
+        // #0 (offset 1) was stored late: acknowledged after #1 (another producer's, offset 2).
+        let messages = [
+            msg(0, 200, Some((300, 1))),
+            posted(msg(1, 210, Some((250, 2)))),
+            msg(0, 400, Some((410, 5))),
+        ];
+        let mut on_b = conn(100, Some(1000), None);
+        on_b.instance = 1;
+        let mut l = lineage(0, vec![on_b, conn(1100, None, Some(2))], &[2]);
+        l.seen.values_mut().for_each(|r| r.instance = 1);
+        // Another lineage of the user, on a, saw #0: a delivered it, b did not.
+        let other = lineage(0, vec![conn(100, None, None)], &[0, 2]);
+        let o = evaluate(&messages, &[l.clone(), other.clone()], &one_life(), &[]);
+        assert_eq!(
+            (o.lost, o.broker_race, o.race_pairs),
+            (0, 1, 1),
+            "{:?}",
+            o.examples
+        );
+        // Had it resumed from before the message, a's replay owed it too: a's loss.
+        l.connections[1].anchor = None;
+        l.connections[0].had_id_at_close = true;
+        let o = evaluate(&messages, &[l, other], &one_life(), &[]);
+        assert_eq!((o.lost, o.broker_race), (1, 0));
+        assert_eq!(o.loss_kinds.resumed, 1);
     }
 
     #[test]
