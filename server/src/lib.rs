@@ -53,6 +53,7 @@ pub async fn run(
     let grace = state.config.shutdown_grace;
     let options = serve::Options::new(&state.config, state.refusals.clone(), state.metrics.clone());
     tokio::spawn(sweep(state.clone(), token.clone()));
+    tokio::spawn(settle_held(state.v3.clone(), token.clone()));
     tokio::spawn({
         let (state, token) = (state.clone(), token.clone());
         async move {
@@ -126,6 +127,19 @@ pub async fn run(
     tokio::join!(plain, secure, kafka_stopped, metrics_only);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Decides v3 streams held on an id that either numbering of a Kafka partition may have issued
+/// ([`hub::Hub::settle_held`]) when no record moves their partition on.
+async fn settle_held(hub: hub::Hub, token: CancellationToken) {
+    let mut tick = tokio::time::interval(hub::HELD_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = tick.tick() => hub.settle_held(),
+        }
+    }
 }
 
 /// Expires history, forgets idle users and publishers whose buckets have refilled, so memory

@@ -169,6 +169,65 @@ async fn broker_restart_mid_stream() {
     broker.down().await;
 }
 
+/// After the broker restarted empty, its offsets start over, and until the new numbering
+/// passes where the old one ended an id like `0-3` may be either numbering's. A client coming
+/// from another instance that is ahead of this one holds an id of the new numbering that this
+/// one has not read yet (a failover, in the soak: an instance killed). It must get what comes
+/// after its id, not a resync and the new messages it already has again. A client with an id
+/// of the old numbering still gets the resync and everything new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_from_an_instance_ahead_after_a_broker_restart() {
+    let mut broker = Broker::start().await;
+    let server = server(&broker, "renumbered").await;
+    wait_consuming(&server, &mut broker).await;
+    let mut demo = server.open("v3", "demo").await;
+    // The old numbering goes well past the ids below.
+    for n in 0..30 {
+        broker.produce(format!("other:old {n}").as_bytes()).await;
+    }
+    let last_old = broker.produce(b"demo:old").await;
+    expect(&mut demo, "old", last_old).await;
+
+    broker.down().await;
+    wait_ready(&server, 503).await;
+    broker.up().await;
+    wait_ready(&server, 200).await;
+    let new0 = broker.produce(b"demo:new 0").await;
+    expect(&mut demo, "new 0", new0).await;
+    let new1 = broker.produce(b"demo:new 1").await;
+    expect(&mut demo, "new 1", new1).await;
+    assert!(new1 + 2 < last_old, "the ids below are ambiguous");
+
+    // Another instance has already delivered new 3 (offset new1 + 2) to this client; this one
+    // has read up to new 1.
+    let mut ahead = server
+        .open_with("v3", "demo", Some(&format!("0-{}", new1 + 2)))
+        .await;
+    // A client that saw nothing since the restart, with an id of the old numbering.
+    let mut old = server
+        .open_with("v3", "demo", Some(&format!("0-{}", last_old - 5)))
+        .await;
+    assert_eq!(broker.produce(b"other:new 2").await, new1 + 1);
+    assert_eq!(broker.produce(b"demo:new 3").await, new1 + 2);
+    let new4 = broker.produce(b"demo:new 4").await;
+    expect(&mut ahead, "new 4", new4).await;
+    quiet(&mut ahead, 1000).await;
+
+    let resync = next(&mut old, 20).await;
+    assert_eq!(resync.event, "resync", "{resync:?}");
+    for (data, offset) in [
+        ("new 0", new0),
+        ("new 1", new1),
+        ("new 3", new1 + 2),
+        ("new 4", new4),
+    ] {
+        expect(&mut old, data, offset).await;
+    }
+    quiet(&mut old, 1000).await;
+    server.stop().await;
+    broker.down().await;
+}
+
 /// POSTs are produced again after the broker restarts with no memory of the server's
 /// idempotent producer, which leaves librdkafka's producer fenced for good: it is replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

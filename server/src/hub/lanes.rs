@@ -72,6 +72,17 @@ impl Lanes {
         }
     }
 
+    /// One past the highest seq published on the lane (0 when none was), if this process
+    /// reads it.
+    pub fn end(&self, lane: u64) -> Option<u64> {
+        self.read(|lanes| {
+            lanes
+                .iter()
+                .find(|(l, _)| *l == lane)
+                .map(|(_, m)| m.end.load(Relaxed))
+        })
+    }
+
     /// Records that `p` was published; false when its lane was never opened.
     pub fn advance(&self, p: Position) -> bool {
         self.read(|lanes| {

@@ -20,7 +20,7 @@ use std::{
     hash::{BuildHasher, RandomState},
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     time::{Duration, Instant},
 };
@@ -29,6 +29,15 @@ use tokio_util::sync::CancellationToken;
 use crate::frame;
 
 const SHARDS: usize = 64;
+
+/// Longest a stream resuming from an id both numberings of a lane may have issued waits for
+/// this process to read that far (see [`Held`]). Instances reading one topic are normally a
+/// fetch or two apart; past this, the id is taken for the earlier numbering's. Held streams are
+/// decided as the lane advances, and at least every [`HELD_CHECK`].
+pub const RENUMBERED_HOLD: Duration = Duration::from_secs(2);
+
+/// How often held streams are looked at when no message moves their lane.
+pub const HELD_CHECK: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -96,9 +105,19 @@ struct Shared {
     delivered: AtomicU64,
     /// The server-wide history budget, shared with the other hubs.
     memory: HistoryMemory,
+    /// Users with a held stream (see [`Held`]), decided as soon as they can be rather than by
+    /// the sweep. Added to and removed from under the user's shard lock.
+    held: Mutex<Vec<Arc<str>>>,
+    held_count: AtomicUsize,
 }
 
 type Shard = HashMap<Arc<str>, User>;
+
+impl Shared {
+    fn held_lock(&self) -> MutexGuard<'_, Vec<Arc<str>>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 struct User {
     /// The same name as the registry's key.
@@ -125,6 +144,23 @@ struct Subscriber {
     /// messages reach it through the history meanwhile, not its queue.
     /// Boxed: most streams never replay, and every open stream carries this field.
     replay: Option<Box<Replay>>,
+    /// Resumed from an id its lane's earlier numbering issued and the new one has not reached
+    /// here yet: nothing is sent to it until that is decided. Boxed: rare.
+    held: Option<Box<Held>>,
+}
+
+/// A resume whose id either numbering of a source lane may have issued: the earlier one (a
+/// client that has seen nothing of the new one, which then missed all of it) or the new one on
+/// another instance that is ahead of this one (a client that has the new messages up to it).
+/// Taking every such id for the earlier numbering's sent the second kind of client a resync
+/// and the new messages it already had again. Which it is shows once this process reads that
+/// far: a new id names this very user's message there. Until then the stream waits, its live
+/// messages kept in the history. Left ambiguous: an old id whose user also gets the new
+/// numbering's record at that same offset within the hold is taken for a new one.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    last: Position,
+    since: Instant,
 }
 
 /// Where a stream's replay has got to.
@@ -205,6 +241,8 @@ impl Hub {
                 published: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
                 memory,
+                held: Mutex::default(),
+                held_count: AtomicUsize::new(0),
             }),
         }
     }
@@ -334,8 +372,9 @@ impl Hub {
             {
                 return true;
             }
-            if sub.replay.is_some() {
-                // It reads this from the history once it gets there.
+            if sub.replay.is_some() || sub.held.is_some() {
+                // It reads this from the history once it gets there (or once it is decided
+                // what it missed).
                 delivered += 1;
                 return true;
             }
@@ -357,9 +396,13 @@ impl Hub {
             at: now,
             delivered,
         });
+        slow += entry.settle_held(&self.shared.lanes, now);
         entry.evict(&self.shared.config, now, memory);
         drop(shard);
         memory.record(&self.shared, key, serial);
+        if source.is_some() && self.shared.held_count.load(Relaxed) > 0 {
+            self.settle_held();
+        }
         self.shared.published.fetch_add(1, Relaxed);
         if delivered > 0 {
             self.shared.delivered.fetch_add(delivered as u64, Relaxed);
@@ -420,21 +463,23 @@ impl Hub {
             last: None,
             missed: None,
         };
+        let mut held = None;
         let (notices, replay, skip_through, pending) = match last {
             LastSeen::Nothing => (Vec::new(), None, None, None),
             LastSeen::Unknown(raw) => {
                 let notice = resync(raw, "the last event id is not one this server issues");
                 (vec![notice], Some(Box::new(from_start)), None, None)
             }
-            // The source numbered its lane from scratch since: the client missed the new
-            // numbering's messages up to now (and can't be placed in it), so it gets them all
-            // after a resync, rather than waiting for a position it took from the old one.
+            // The source numbered its lane from scratch since, and has not reached this id
+            // again here: an id of the old numbering (the client missed all of the new) or of
+            // the new one on an instance ahead of this one. Decided once this process reads
+            // that far, or taken for the old numbering's after a short wait.
             LastSeen::At(p) if self.shared.lanes.issued_before_renumbering(*p) => {
-                let notice = resync(
-                    &p.to_string(),
-                    "the source numbered its messages anew since this id (a Kafka topic created again)",
-                );
-                (vec![notice], Some(Box::new(from_start)), None, None)
+                held = Some(Box::new(Held {
+                    last: *p,
+                    since: now,
+                }));
+                (Vec::new(), None, None, None)
             }
             LastSeen::At(p) => {
                 let (notices, after, pending) = self.replay_after(entry, *p);
@@ -452,6 +497,13 @@ impl Hub {
             }
         };
         let replaying = replay.is_some();
+        if held.is_some() {
+            let mut registry = self.shared.held_lock();
+            if !registry.contains(&entry.name) {
+                registry.push(entry.name.clone());
+                self.shared.held_count.store(registry.len(), Relaxed);
+            }
+        }
         let id = self.shared.next_stream_id.fetch_add(1, Relaxed);
         let queue = Arc::new(StreamQueue::new(config.queue_len, disconnect));
         entry.streams.push(Subscriber {
@@ -460,6 +512,7 @@ impl Hub {
             skip_through,
             pending,
             replay,
+            held,
         });
         drop(shard);
         Ok(Subscription {
@@ -610,15 +663,56 @@ impl Hub {
         }
     }
 
+    /// Decides the held streams that can be decided now (see [`Held`]): their lane passed their
+    /// id, or they waited [`RENUMBERED_HOLD`]. Cheap when there are none.
+    pub fn settle_held(&self) {
+        self.settle_held_at(Instant::now());
+    }
+
+    fn settle_held_at(&self, now: Instant) {
+        if self.shared.held_count.load(Relaxed) == 0 {
+            return;
+        }
+        let users = self.shared.held_lock().clone();
+        for user in users {
+            let mut shard = self.shard(&user);
+            let mut slow = 0;
+            let done = match shard.get_mut(&*user) {
+                Some(entry) => {
+                    slow = entry.settle_held(&self.shared.lanes, now);
+                    entry.streams.iter().all(|s| s.held.is_none())
+                }
+                None => true,
+            };
+            if done {
+                let mut registry = self.shared.held_lock();
+                registry.retain(|u| *u != user);
+                self.shared.held_count.store(registry.len(), Relaxed);
+            }
+            drop(shard);
+            if slow > 0 {
+                self.shared.slow_closed.fetch_add(slow, Relaxed);
+            }
+        }
+    }
+
     /// Drops expired history and the users left with neither streams nor history.
     pub fn sweep(&self) {
-        let now = Instant::now();
+        self.sweep_at(Instant::now());
+    }
+
+    fn sweep_at(&self, now: Instant) {
         for shard in self.shared.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slow = 0;
             shard.retain(|_, user| {
+                slow += user.settle_held(&self.shared.lanes, now);
                 user.evict(&self.shared.config, now, &self.shared.memory);
                 !user.streams.is_empty() || !user.history.is_empty()
             });
+            if slow > 0 {
+                self.shared.slow_closed.fetch_add(slow, Relaxed);
+            }
             if shard.capacity() > 4 * shard.len() + 64 {
                 shard.shrink_to_fit();
             }
@@ -751,6 +845,63 @@ pub struct HubStats {
 }
 
 impl User {
+    /// Decides the held streams (see [`Held`]) that can be decided now: those whose lane this
+    /// process has read past their id, and those that waited [`RENUMBERED_HOLD`]. A stream
+    /// resumed from the new numbering gets what came after its id; one from the old
+    /// numbering a resync and everything the new one brought so far. Returns how many streams
+    /// were closed because their queue was full.
+    fn settle_held(&mut self, lanes: &lanes::Lanes, now: Instant) -> u64 {
+        if self.streams.iter().all(|s| s.held.is_none()) {
+            return 0;
+        }
+        let history = &self.history;
+        let mut slow = 0;
+        self.streams.retain_mut(|sub| {
+            let Some(held) = sub.held.as_deref().copied() else {
+                return true;
+            };
+            let last = held.last;
+            let reached = lanes.end(last.lane).is_some_and(|end| end > last.seq);
+            if !reached && now.saturating_duration_since(held.since) < RENUMBERED_HOLD {
+                return true;
+            }
+            sub.held = None;
+            let mut batch = BytesMut::new();
+            let own = history
+                .iter()
+                .find(|e| e.position == last)
+                .filter(|_| reached);
+            match own {
+                // This user's message of the new numbering: the client has it and all before.
+                Some(e) => {
+                    let after = e.serial;
+                    sub.skip_through = Some(last);
+                    for e in history.iter().filter(|e| e.serial > after) {
+                        if !(e.position.lane == last.lane && e.position.seq <= last.seq) {
+                            batch.extend_from_slice(&e.frame);
+                        }
+                    }
+                }
+                None => {
+                    batch.extend_from_slice(&resync(
+                        &last.to_string(),
+                        "the source numbered its messages anew since this id (a Kafka topic created again)",
+                    ));
+                    for e in history {
+                        batch.extend_from_slice(&e.frame);
+                    }
+                }
+            }
+            if batch.is_empty() || sub.queue.push(batch.freeze(), now_ms()) {
+                true
+            } else {
+                slow += 1;
+                false
+            }
+        });
+        slow
+    }
+
     fn evict(&mut self, config: &HubConfig, now: Instant, memory: &HistoryMemory) {
         while let Some(front) = self.history.front() {
             let expired = now.saturating_duration_since(front.at) >= config.history_ttl;
