@@ -4,7 +4,7 @@ use gloo_net::http::Request;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::model::{SendOutcome, enter_sends, message_url};
+use crate::model::{Access, SendOutcome, bearer, enter_sends, message_url, refusal};
 use crate::state::AppState;
 
 #[component]
@@ -25,8 +25,10 @@ pub fn Composer() -> impl IntoView {
             return;
         }
         sending.set(true);
+        let token = state.token.get_untracked();
         spawn_local(async move {
-            let result = publish(&message_url(version, &username), body).await;
+            let url = message_url(version, &username);
+            let result = publish(&url, &username, token.as_deref(), body, state).await;
             if !result.is_error() {
                 text.set(String::new());
             }
@@ -90,16 +92,35 @@ pub fn Composer() -> impl IntoView {
     }
 }
 
-/// `POST`s `body` as raw text and reads the server's answer.
-async fn publish(url: &str, body: String) -> SendOutcome {
-    let request = match Request::post(url).body(body) {
+/// `POST`s `body` as raw text, with `token` as `Authorization: Bearer`, and reads the
+/// server's answer. A 401 or 403 says in plain words what is wrong with the token (and brings
+/// the token field up, should `GET /auth` have been missed).
+async fn publish(
+    url: &str,
+    username: &str,
+    token: Option<&str>,
+    body: String,
+    state: AppState,
+) -> SendOutcome {
+    let mut request = Request::post(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", &bearer(token));
+    }
+    let request = match request.body(body) {
         Ok(request) => request,
         Err(e) => return SendOutcome::Failed(e.to_string()),
     };
     match request.send().await {
         Ok(response) => {
+            let status = response.status();
             let body = response.text().await.unwrap_or_default();
-            SendOutcome::from_response(response.status(), &response.status_text(), &body)
+            match refusal(status, &body, Access::Publish, username) {
+                Some(reason) => {
+                    state.auth_required.set(true);
+                    SendOutcome::Failed(reason)
+                }
+                None => SendOutcome::from_response(status, &response.status_text(), &body),
+            }
         }
         Err(e) => SendOutcome::Failed(format!("network error: {e}")),
     }

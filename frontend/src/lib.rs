@@ -5,6 +5,7 @@
 //! - `state`: [`AppState`], the signals every component shares through context.
 //! - `stream`: the `EventSource` of the current session, closed on cleanup.
 //! - `connect`, `status`, `messages`, `composer`: one component each.
+//! - `token`: the token field (only when the server wants tokens) and its `sessionStorage`.
 
 use leptos::prelude::*;
 
@@ -15,6 +16,7 @@ pub mod model;
 mod state;
 mod status;
 mod stream;
+mod token;
 
 pub use state::{AppState, Session};
 
@@ -23,12 +25,14 @@ use connect::ConnectForm;
 use messages::MessageList;
 use status::StatusBar;
 use stream::Stream;
+use token::TokenForm;
 
 /// The whole page.
 #[component]
 pub fn App() -> impl IntoView {
     let state = AppState::new();
     provide_context(state);
+    token::load_auth_info(state);
 
     view! {
         <header class="top">
@@ -37,6 +41,9 @@ pub fn App() -> impl IntoView {
                 "SSE push"
             </h1>
             <ConnectForm />
+            <Show when=move || state.auth_required.get()>
+                <TokenForm />
+            </Show>
             <StatusBar />
         </header>
         <main>

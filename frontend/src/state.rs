@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use crate::model::{ApiVersion, ConnState, MessageLog, clock, username_problem};
+use crate::model::{ApiVersion, ConnState, MessageLog, clean_token, clock, username_problem};
 
 /// One requested stream. A new value (even with the same user and version) means a new
 /// `EventSource`: the old one is closed when its component is cleaned up.
@@ -14,6 +14,8 @@ pub struct Session {
     pub resume_after: Option<String>,
     /// Makes every connect distinct, so "Connect" after a refused stream retries.
     pub epoch: u64,
+    /// The token the stream is opened with (`access_token`), when the server wants one.
+    pub token: Option<String>,
 }
 
 /// Everything the components share. All fields are signals, so the struct is `Copy`.
@@ -34,6 +36,15 @@ pub struct AppState {
     /// `EventSource`, so this is the closest thing to a heartbeat the page can show.
     pub last_activity: RwSignal<Option<String>>,
     pub log: RwSignal<MessageLog>,
+    /// Whether the server wants a token (`GET /auth`, or a 401/403 seen since). Off, the page
+    /// shows no token field.
+    pub auth_required: RwSignal<bool>,
+    /// The token in use for this tab, kept in `sessionStorage`.
+    pub token: RwSignal<Option<String>>,
+    /// Why the server refused the stream (401/403), in plain words.
+    pub auth_problem: RwSignal<Option<String>>,
+    /// The last `token-expiring` notice of the current stream.
+    pub token_notice: RwSignal<Option<String>>,
     /// Which user and version the log belongs to; switching either starts a fresh log.
     log_owner: StoredValue<Option<(String, ApiVersion)>>,
     next_epoch: StoredValue<u64>,
@@ -50,6 +61,10 @@ impl AppState {
             last_event_id: RwSignal::new(None),
             last_activity: RwSignal::new(None),
             log: RwSignal::new(MessageLog::default()),
+            auth_required: RwSignal::new(false),
+            token: RwSignal::new(crate::token::stored_token()),
+            auth_problem: RwSignal::new(None),
+            token_notice: RwSignal::new(None),
             log_owner: StoredValue::new(None),
             next_epoch: StoredValue::new(0),
         }
@@ -95,21 +110,45 @@ impl AppState {
             self.last_activity.set(None);
             None
         };
+        self.open(username, version, resume_after);
+        true
+    }
+
+    /// Replaces the current stream with a new one for `username` on `version`, with the
+    /// current token.
+    fn open(&self, username: String, version: ApiVersion, resume_after: Option<String>) {
         let epoch = self.next_epoch.get_value();
         self.next_epoch.set_value(epoch + 1);
+        self.auth_problem.set(None);
+        self.token_notice.set(None);
         self.conn.set(ConnState::Connecting);
         self.session.set(Some(Session {
             username,
             version,
             resume_after,
             epoch,
+            token: self.token.get_untracked(),
         }));
-        true
+    }
+
+    /// Takes `pasted` as this tab's token (an empty one forgets it). A stream already shown,
+    /// live or refused, is opened again with it, continuing after the last message shown, so
+    /// a token renewed before or after the old one expired misses nothing.
+    pub fn use_token(&self, pasted: &str) {
+        let token = clean_token(pasted);
+        crate::token::store_token(token.as_deref());
+        self.token.set(token);
+        if let Some(session) = self.session.get_untracked() {
+            let resume_after = self.last_event_id.get_untracked();
+            self.open(session.username, session.version, resume_after);
+        }
     }
 
     pub fn disconnect(&self) {
         self.session.set(None);
         self.conn.set(ConnState::Closed);
+        self.auth_problem.set(None);
+        self.token_notice.set(None);
     }
 
     /// Where the composer publishes: the open stream's user and version, or else the form's.

@@ -151,3 +151,15 @@ async fn refused_stream_ends_closed() {
         "a refused stream can be retried"
     );
 }
+
+#[wasm_bindgen_test]
+async fn no_token_field_without_auth() {
+    // The test runner's server answers /auth with 404: a server without authorization.
+    let (root, _app) = mount();
+    sleep(Duration::from_millis(300)).await;
+    assert!(find::<HtmlElement>(&root, "#username").is_connected());
+    assert!(
+        root.query_selector("#token").unwrap().is_none(),
+        "a token field without authorization"
+    );
+}

@@ -69,11 +69,23 @@ pub fn encode_component(value: &str) -> String {
 
 /// The stream URL. `resume_after` asks the server to replay what came after that id; the
 /// browser's own reconnects send `Last-Event-ID` instead, this is for a fresh `EventSource`.
-pub fn stream_url(version: ApiVersion, username: &str, resume_after: Option<&str>) -> String {
+/// `token` goes in the query (`access_token`), since `EventSource` cannot set headers.
+pub fn stream_url(
+    version: ApiVersion,
+    username: &str,
+    resume_after: Option<&str>,
+    token: Option<&str>,
+) -> String {
     let mut url = format!("/{version}/sse?username={}", encode_component(username));
     if let Some(id) = resume_after.filter(|id| !id.is_empty() && version != ApiVersion::V1) {
         url.push_str("&lastEventId=");
         url.push_str(&encode_component(id));
+    }
+    if let Some(token) = token.filter(|t| !t.is_empty()) {
+        url.push('&');
+        url.push_str(wire::ACCESS_TOKEN_PARAM);
+        url.push('=');
+        url.push_str(&encode_component(token));
     }
     url
 }
@@ -96,11 +108,11 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn urls_encode_the_username() {
         assert_eq!(
-            stream_url(ApiVersion::V2, "demo", None),
+            stream_url(ApiVersion::V2, "demo", None, None),
             "/v2/sse?username=demo"
         );
         assert_eq!(
-            stream_url(ApiVersion::V3, "Zoë & co/+?", None),
+            stream_url(ApiVersion::V3, "Zoë & co/+?", None, None),
             "/v3/sse?username=Zo%C3%AB%20%26%20co%2F%2B%3F"
         );
         assert_eq!(
@@ -114,16 +126,32 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn stream_url_resumes_only_where_ids_exist() {
         assert_eq!(
-            stream_url(ApiVersion::V2, "u", Some("1795790000000-42")),
+            stream_url(ApiVersion::V2, "u", Some("1795790000000-42"), None),
             "/v2/sse?username=u&lastEventId=1795790000000-42"
         );
         assert_eq!(
-            stream_url(ApiVersion::V2, "u", Some("")),
+            stream_url(ApiVersion::V2, "u", Some(""), None),
             "/v2/sse?username=u"
         );
         assert_eq!(
-            stream_url(ApiVersion::V1, "u", Some("7")),
+            stream_url(ApiVersion::V1, "u", Some("7"), None),
             "/v1/sse?username=u"
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn stream_url_carries_the_token() {
+        assert_eq!(
+            stream_url(ApiVersion::V2, "u", Some("5-1"), Some("a.b+/=")),
+            "/v2/sse?username=u&lastEventId=5-1&access_token=a.b%2B%2F%3D"
+        );
+        assert_eq!(
+            stream_url(ApiVersion::V1, "u", None, Some("t")),
+            "/v1/sse?username=u&access_token=t"
+        );
+        assert_eq!(
+            stream_url(ApiVersion::V2, "u", None, Some("")),
+            "/v2/sse?username=u"
         );
     }
 
