@@ -15,6 +15,13 @@ pub fn Composer() -> impl IntoView {
     let outcome = RwSignal::new(None::<SendOutcome>);
     let target = Memo::new(move |_| state.send_target());
     let blocked = move || target.with(Result::is_err);
+    // A refusal is about the token it was sent with: a new token clears it.
+    Effect::new(move |seen: Option<()>| {
+        state.token.track();
+        if seen.is_some() {
+            outcome.set(None);
+        }
+    });
 
     let send = move || {
         let Ok((username, version)) = target.get_untracked() else {
@@ -114,7 +121,7 @@ async fn publish(
         Ok(response) => {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
-            match refusal(status, &body, Access::Publish, username) {
+            match refusal(status, &body, Access::Publish, username, token.is_some()) {
                 Some(reason) => {
                     state.auth_required.set(true);
                     SendOutcome::Failed(reason)

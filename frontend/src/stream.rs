@@ -68,6 +68,7 @@ impl Connection {
 
         let probe = connection.probe.clone();
         let (url, username, epoch) = (url.to_owned(), session.username.clone(), session.epoch);
+        let sent_token = session.token.is_some();
         connection.listen("error", move |event| {
             let ready_state = event
                 .target()
@@ -80,6 +81,7 @@ impl Connection {
                 spawn_local(explain_refusal(
                     url.clone(),
                     username.clone(),
+                    sent_token,
                     epoch,
                     probe.clone(),
                     state,
@@ -109,6 +111,7 @@ impl Connection {
 async fn explain_refusal(
     url: String,
     username: String,
+    sent_token: bool,
     epoch: u64,
     probe: AbortController,
     state: AppState,
@@ -126,7 +129,7 @@ async fn explain_refusal(
     let current = state
         .session
         .with_untracked(|s| s.as_ref().is_some_and(|s| s.epoch == epoch));
-    if let Some(reason) = refusal(status, &body, Access::Subscribe, &username)
+    if let Some(reason) = refusal(status, &body, Access::Subscribe, &username, sent_token)
         && current
     {
         state.auth_required.set(true);

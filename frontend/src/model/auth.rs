@@ -11,8 +11,13 @@ pub const TOKEN_STORAGE_KEY: &str = "ssepush.token";
 /// whole header values); `None` when nothing is left.
 pub fn clean_token(pasted: &str) -> Option<String> {
     let token = pasted.trim();
-    let token = match token.get(..7) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => token[7..].trim_start(),
+    let token = match token.split_at_checked(6) {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("bearer")
+                && rest.chars().next().is_none_or(char::is_whitespace) =>
+        {
+            rest.trim_start()
+        }
         _ => token,
     };
     (!token.is_empty()).then(|| token.to_owned())
@@ -27,28 +32,40 @@ pub enum Access {
     Publish,
 }
 
-/// The plain-words reason for a 401 or 403 answer to a request for `username`, with the
-/// server's one-line body; `None` for any other status.
+/// The plain-words reason for a 401 or 403 answer to a request for `username` made with a
+/// token (`sent_token`) or without, given the server's one-line body; `None` for any other
+/// status.
 ///
 /// 401 means the server got no token, or one it cannot accept (bad signature, expired,
-/// malformed); 403 means a valid token that does not cover this user.
-pub fn refusal(status: u16, body: &str, access: Access, username: &str) -> Option<String> {
-    let said = match first_line(body) {
-        "" => String::new(),
-        line => format!(" (the server says: {line})"),
-    };
+/// malformed: it does not say which); 403 means a valid token that does not cover this user,
+/// and the server's line says what it lacks.
+pub fn refusal(
+    status: u16,
+    body: &str,
+    access: Access,
+    username: &str,
+    sent_token: bool,
+) -> Option<String> {
     match status {
+        401 if sent_token => Some(format!(
+            "401: the token was not accepted: it has expired, is damaged, or was signed with \
+             another key. Paste a current token for {username}."
+        )),
         401 => Some(format!(
-            "401: no valid token{said}. Paste a current token for {username} and press Use token."
+            "401: this server needs a token. Paste a token for {username} and press Use token."
         )),
         403 => {
             let what = match access {
                 Access::Subscribe => "to read the stream of",
                 Access::Publish => "to publish to",
             };
+            let said = match first_line(body) {
+                "" => String::new(),
+                line => format!(" (the server says: {line})"),
+            };
             Some(format!(
-                "403: this token does not allow you {what} {username}{said}. Paste a token for \
-                 {username}."
+                "403: this token does not allow you {what} {username}{said}. Paste a token \
+                 for {username}."
             ))
         }
         _ => None,
@@ -88,6 +105,7 @@ mod tests {
         assert_eq!(clean_token("bearer   abc").as_deref(), Some("abc"));
         assert_eq!(clean_token("Bearerabc").as_deref(), Some("Bearerabc"));
         assert_eq!(clean_token("Bearer "), None);
+        assert_eq!(clean_token("bearer\tabc").as_deref(), Some("abc"));
         assert_eq!(clean_token("   "), None);
         assert_eq!(clean_token("é"), Some("é".to_owned()));
         assert_eq!(bearer("t"), "Bearer t");
@@ -95,37 +113,42 @@ mod tests {
 
     #[wasm_bindgen_test(unsupported = test)]
     fn refusals_in_plain_words() {
-        let none = refusal(401, "missing token\n", Access::Subscribe, "demo").unwrap();
+        let body = "the token is not valid\n";
         assert_eq!(
-            none,
-            "401: no valid token (the server says: missing token). Paste a current token for \
-             demo and press Use token."
+            refusal(401, body, Access::Subscribe, "demo", false).as_deref(),
+            Some("401: this server needs a token. Paste a token for demo and press Use token.")
         );
-        assert!(
-            refusal(401, "", Access::Publish, "demo")
-                .unwrap()
-                .starts_with("401: no valid token. Paste")
+        assert_eq!(
+            refusal(401, body, Access::Publish, "demo", true).as_deref(),
+            Some(
+                "401: the token was not accepted: it has expired, is damaged, or was signed \
+                 with another key. Paste a current token for demo."
+            )
         );
         let other = refusal(
             403,
-            "token not valid for this user",
+            "this token may not read the streams of user \"bob\"",
             Access::Subscribe,
             "bob",
+            true,
         );
         assert_eq!(
             other.as_deref(),
             Some(
-                "403: this token does not allow you to read the stream of bob (the server says: \
-                 token not valid for this user). Paste a token for bob."
+                "403: this token does not allow you to read the stream of bob (the server \
+                 says: this token may not read the streams of user \"bob\"). Paste a token \
+                 for bob."
             )
         );
-        assert!(
-            refusal(403, "", Access::Publish, "bob")
-                .unwrap()
-                .contains("to publish to bob")
+        assert_eq!(
+            refusal(403, "", Access::Publish, "bob", true).as_deref(),
+            Some("403: this token does not allow you to publish to bob. Paste a token for bob.")
         );
-        assert_eq!(refusal(400, "bad username", Access::Subscribe, "x"), None);
-        assert_eq!(refusal(200, "", Access::Subscribe, "x"), None);
+        assert_eq!(
+            refusal(400, "bad username", Access::Subscribe, "x", true),
+            None
+        );
+        assert_eq!(refusal(200, "", Access::Subscribe, "x", false), None);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
