@@ -150,6 +150,13 @@ struct Page<'a> {
 impl Page<'_> {
     /// Loads the app in the current tab and connects as `user` on `version`.
     async fn open_and_connect(&self, user: &str, version: &str) -> Result<()> {
+        self.open_and_ask(user, version).await?;
+        self.wait_state("live").await
+    }
+
+    /// Loads the app in the current tab and presses Connect as `user` on `version`, without
+    /// waiting for the answer.
+    async fn open_and_ask(&self, user: &str, version: &str) -> Result<()> {
         self.client.goto(&format!("{}/", self.base)).await?;
         let name = self
             .client
@@ -169,7 +176,7 @@ impl Page<'_> {
             .await?
             .click()
             .await?;
-        self.wait_state("live").await
+        Ok(())
     }
 
     /// Waits until the connection indicator says `state`.
@@ -610,5 +617,401 @@ async fn tabs(client: &Client, http: &str, https: &str) -> Result<()> {
         client.switch_to_window(handle).await?;
         page.wait_for_text("to every tab").await?;
     }
+    Ok(())
+}
+
+/// The HS256 secret of the servers with authorization on (at least 32 bytes).
+const SECRET: &str = "e2e-secret-0123456789-abcdefghijklmnop";
+
+/// A server with authorization on (`--auth-secret`), the built UI and no Kafka; `more` flags
+/// after those.
+async fn start_auth_server(bin: &Path, dist: &Path, more: &[&str]) -> TestServer {
+    let mut args: Vec<&OsStr> = vec![
+        "--drain".as_ref(),
+        "500ms".as_ref(),
+        "--static-dir".as_ref(),
+        dist.as_os_str(),
+        "--kafka-brokers".as_ref(),
+        "".as_ref(),
+        "--auth-secret".as_ref(),
+        SECRET.as_ref(),
+    ];
+    args.extend(more.iter().map(OsStr::new));
+    TestServer::start(bin, args).await
+}
+
+/// `ssepush token ARGS`, signed with [`SECRET`].
+fn mint(bin: &Path, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(bin)
+        .arg("token")
+        .args(args)
+        .env("AUTH_SECRET", SECRET)
+        .output()?;
+    ensure!(out.status.success(), "ssepush token {args:?}: {out:?}");
+    let token = String::from_utf8(out.stdout)?.trim().to_owned();
+    ensure!(
+        token.split('.').count() == 3,
+        "ssepush token printed {token:?}"
+    );
+    Ok(token)
+}
+
+/// `POST /{version}/message` from outside the browser with `token`; the status and body.
+async fn publish_with(
+    base: &str,
+    user: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, String)> {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/v2/message"))
+        .query(&[("username", user)])
+        .body(body.to_owned());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    Ok((response.status().as_u16(), response.text().await?))
+}
+
+impl Page<'_> {
+    /// Pastes `token` into the token field and presses "Use token".
+    async fn use_token(&self, token: &str) -> Result<()> {
+        let field = self.client.find(Locator::Id("token")).await?;
+        field.clear().await?;
+        field.send_keys(token).await?;
+        self.client
+            .find(Locator::Id("use-token"))
+            .await?
+            .click()
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the text next to the token field contains `part`; returns that text.
+    async fn wait_token_hint(&self, part: &str) -> Result<String> {
+        let script = format!(
+            "const t = document.querySelector('#token-hint')?.textContent ?? '';
+             return t.includes({}) ? t : null;",
+            serde_json::to_string(part)?
+        );
+        let hint = self
+            .wait_js(&format!("{part:?} next to the token field"), &script)
+            .await?;
+        Ok(hint.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Types `text` into the composer and sends it with Enter; returns the new send result.
+    async fn send(&self, text: &str) -> Result<String> {
+        let before = self
+            .client
+            .find(Locator::Id("send-result"))
+            .await?
+            .text()
+            .await?;
+        self.client
+            .find(Locator::Id("message-text"))
+            .await?
+            .send_keys(&format!("{text}{}", Key::Enter))
+            .await?;
+        let script = format!(
+            "const r = document.querySelector('#send-result').textContent;
+             return r !== {} && (r.startsWith('Sent') || r.startsWith('Not sent')) ? r : null;",
+            serde_json::to_string(&before)?
+        );
+        let result = self.wait_js("the send result", &script).await?;
+        Ok(result.as_str().unwrap_or_default().to_owned())
+    }
+}
+
+/// Authorization on: the page asks for a token, says in plain words why a stream or a POST is
+/// refused (401 without a token, 403 with someone else's), and streams and sends with a
+/// token for its user. A token that runs out is announced, and a new one picks up after the
+/// last message shown, so nothing published in between is missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_with_auth_asks_for_a_token() -> Result<()> {
+    let dist = dist_dir();
+    let bin = testkit::ssepush_binary();
+    let mut server = start_auth_server(&bin, &dist, &["--token-expiry-notice", "30s"]).await;
+    let driver = Driver::start().await?;
+    let profile = tempfile::tempdir()?;
+    let client = driver.session(profile.path()).await?;
+    let outcome = AssertUnwindSafe(auth_scenario(&client, &server.base, &bin))
+        .catch_unwind()
+        .await;
+    let shot = save_screenshot_as(&client, "browser-auth.png").await;
+    let closed = client.close().await;
+    drop(driver);
+    if !matches!(outcome, Ok(Ok(()))) {
+        server.keep_log();
+    }
+    server.stop().await;
+    match outcome {
+        Ok(result) => result?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+    println!("screenshot: {}", shot?.display());
+    closed?;
+    Ok(())
+}
+
+async fn auth_scenario(client: &Client, base: &str, bin: &Path) -> Result<()> {
+    let user = "alice";
+    let page = Page { client, base };
+    let token = mint(bin, &["--user", user, "--publish", user])?;
+    let other = mint(bin, &["--user", "bob", "--publish", "bob"])?;
+
+    // No token: the field is there, and the stream is refused with a 401 said in words.
+    page.open_and_ask(user, "v2").await?;
+    client
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Id("token"))
+        .await
+        .context("no token field with authorization on")?;
+    page.wait_state("closed").await?;
+    let hint = page.wait_token_hint("401").await?;
+    ensure!(hint.contains("needs a token"), "401 hint: {hint:?}");
+
+    // The user's token: live; a message POSTed from outside arrives, one sent here too.
+    page.use_token(&token).await?;
+    page.wait_state("live").await?;
+    let (status, text) = publish_with(base, user, Some(&token), "from outside, signed").await?;
+    ensure!(status == 200, "signed POST answered {status}: {text}");
+    page.wait_for_text("from outside, signed").await?;
+    let sent = page.send("from the page, signed").await?;
+    ensure!(
+        sent.ends_with("delivered to 1 stream"),
+        "send result: {sent:?}"
+    );
+    page.wait_for_text("from the page, signed").await?;
+
+    // The token is kept for the tab: a reload shows it in the field and streams with it.
+    client.refresh().await?;
+    let kept = page
+        .wait_js(
+            "the token field after a reload",
+            "const f = document.querySelector('#token'); return f && f.value;",
+        )
+        .await?;
+    ensure!(
+        kept == token.as_str(),
+        "after a reload the field holds {kept}"
+    );
+
+    // Another user's token: the stream is refused with a 403, and so is a POST.
+    page.open_and_ask(user, "v2").await?;
+    page.wait_state("live").await?;
+    page.use_token(&other).await?;
+    page.wait_state("closed").await?;
+    let hint = page.wait_token_hint("403").await?;
+    ensure!(
+        hint.contains("does not allow you to read the stream of alice"),
+        "403 hint: {hint:?}"
+    );
+    let sent = page.send("with bob's token").await?;
+    ensure!(
+        sent.starts_with("Not sent: 403") && sent.contains("publish to alice"),
+        "send result with another user's token: {sent:?}"
+    );
+
+    // A token about to run out: the notice, the end of the stream, then a new token resumes
+    // after the last message shown, with what was published in between.
+    let short = mint(bin, &["--user", user, "--ttl", "6s"])?;
+    page.use_token(&short).await?;
+    page.wait_state("live").await?;
+    let notice = page.wait_token_hint("Your token expires in").await?;
+    ensure!(notice.contains("paste a new one"), "notice: {notice:?}");
+    let (status, text) = publish_with(base, user, Some(&token), "before the end").await?;
+    ensure!(status == 200, "POST answered {status}: {text}");
+    page.wait_for_text("before the end").await?;
+    let hint = page.wait_token_hint("401").await?;
+    ensure!(hint.contains("expired"), "after expiry: {hint:?}");
+    let (status, text) = publish_with(base, user, Some(&token), "while refused").await?;
+    ensure!(status == 200, "POST answered {status}: {text}");
+    page.use_token(&token).await?;
+    page.wait_state("live").await?;
+    page.wait_for_text("while refused").await?;
+    page.assert_no_duplicates().await?;
+
+    // A token-less POST from outside is refused too.
+    let (status, _) = publish_with(base, user, None, "unsigned").await?;
+    ensure!(status == 401, "a POST without a token answered {status}");
+    Ok(())
+}
+
+async fn save_screenshot_as(client: &Client, name: &str) -> Result<PathBuf> {
+    let png = client.screenshot().await?;
+    let dir = workspace_root().join("target/e2e");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(name);
+    std::fs::write(&path, png)?;
+    Ok(path)
+}
+
+/// A page of another origin that POSTs with `Authorization` (so its browser sends a
+/// preflight first) and opens an `EventSource` on the server given in its query, and puts
+/// what happened in `window.outcome`.
+const FOREIGN_PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>foreign page</title></head><body><script>
+const q = new URLSearchParams(location.search);
+const server = q.get('server'), user = q.get('user'), token = q.get('token');
+const user_q = 'username=' + encodeURIComponent(user);
+window.outcome = { stream: 'pending', post: 'pending', messages: [] };
+async function post() {
+  try {
+    const r = await fetch(server + '/v2/message?' + user_q, {
+      method: 'POST',
+      headers: { Authorization: 'Bearer ' + token },
+      body: 'from another origin',
+    });
+    outcome.post = r.status + ' ' + (await r.text());
+  } catch (e) {
+    outcome.post = 'blocked: ' + e;
+  }
+}
+const es = new EventSource(server + '/v2/sse?' + user_q + '&access_token=' + encodeURIComponent(token));
+es.onopen = () => { outcome.stream = 'open'; post(); };
+es.onmessage = (e) => outcome.messages.push(e.data);
+// Refused by CORS, Chromium retries (readyState CONNECTING) rather than giving up: an error
+// before any open is the refusal.
+es.onerror = () => {
+  if (outcome.stream === 'pending') {
+    outcome.stream = 'refused';
+    es.close();
+    post();
+  }
+};
+</script></body></html>
+"#;
+
+/// Serves [`FOREIGN_PAGE`] for any request on 127.0.0.1 until dropped; returns its origin.
+async fn serve_foreign_page() -> Result<(String, tokio::task::JoinHandle<()>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let origin = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The request head; the page needs nothing from it.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{FOREIGN_PAGE}",
+                    FOREIGN_PAGE.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    Ok((origin, task))
+}
+
+/// The foreign page's `window.outcome` once its POST has an answer.
+async fn foreign_outcome(
+    client: &Client,
+    origin: &str,
+    server: &str,
+    user: &str,
+    token: &str,
+) -> Result<Value> {
+    let url = reqwest::Url::parse_with_params(
+        &format!("{origin}/"),
+        &[("server", server), ("user", user), ("token", token)],
+    )?;
+    client.goto(url.as_str()).await?;
+    let page = Page {
+        client,
+        base: origin,
+    };
+    page.wait_js(
+        "the foreign page's POST",
+        "return window.outcome && window.outcome.post !== 'pending' ? window.outcome : null;",
+    )
+    .await
+}
+
+/// CORS: a page of another origin may not POST (with `Authorization`) nor stream unless the
+/// server lists its origin with `--cors-origin`; then both work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_origins_need_cors_origin() -> Result<()> {
+    let dist = dist_dir();
+    let bin = testkit::ssepush_binary();
+    let (origin, page_server) = serve_foreign_page().await?;
+    let driver = Driver::start().await?;
+    let profile = tempfile::tempdir()?;
+    let client = driver.session(profile.path()).await?;
+    let outcome = AssertUnwindSafe(cors_scenario(&client, &bin, &dist, &origin))
+        .catch_unwind()
+        .await;
+    let closed = client.close().await;
+    drop(driver);
+    page_server.abort();
+    match outcome {
+        Ok(result) => result?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+    closed?;
+    Ok(())
+}
+
+async fn cors_scenario(client: &Client, bin: &Path, dist: &Path, origin: &str) -> Result<()> {
+    let user = "carol";
+    let token = mint(bin, &["--user", user, "--publish", user])?;
+    let other_origin = origin.replace("127.0.0.1", "localhost");
+
+    // CORS off (the default), then only another origin listed: the browser refuses both.
+    for flags in [&[][..], &["--cors-origin", other_origin.as_str()][..]] {
+        let mut server = start_auth_server(bin, dist, flags).await;
+        let seen = foreign_outcome(client, origin, &server.base, user, &token).await;
+        server.stop().await;
+        let seen = seen?;
+        ensure!(
+            seen["stream"] == "refused",
+            "with {flags:?} the stream was not refused: {seen}"
+        );
+        ensure!(
+            seen["post"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("blocked")),
+            "with {flags:?} the POST was not blocked: {seen}"
+        );
+    }
+
+    // The page's origin listed: its POST is answered and its stream gets the message.
+    let mut server = start_auth_server(bin, dist, &["--cors-origin", origin]).await;
+    let seen = foreign_outcome(client, origin, &server.base, user, &token).await;
+    let page = Page {
+        client,
+        base: origin,
+    };
+    let arrived = page
+        .wait_js(
+            "the message in the foreign page's stream",
+            "return window.outcome.messages.includes('from another origin');",
+        )
+        .await;
+    if seen.is_err() || arrived.is_err() {
+        server.keep_log();
+    }
+    server.stop().await;
+    let seen = seen?;
+    ensure!(
+        seen["stream"] == "open",
+        "the listed origin's stream: {seen}"
+    );
+    ensure!(
+        seen["post"].as_str().is_some_and(|p| p.starts_with("200 ")),
+        "the listed origin's POST: {seen}"
+    );
+    arrived?;
     Ok(())
 }
