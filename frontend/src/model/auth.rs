@@ -37,8 +37,8 @@ pub enum Access {
 /// status.
 ///
 /// 401 means the server got no token, or one it cannot accept (bad signature, expired,
-/// malformed: it does not say which); 403 means a valid token that does not cover this user,
-/// and the server's line says what it lacks.
+/// malformed: it does not say which); 403 with a token means one that does not cover this
+/// user, and the server's line says what it lacks.
 pub fn refusal(
     status: u16,
     body: &str,
@@ -54,6 +54,12 @@ pub fn refusal(
         401 => Some(format!(
             "401: this server needs a token. Paste a token for {username} and press Use token."
         )),
+        // Without a token a 403 is not about one (e.g. a cross-origin POST the server
+        // refuses): only the server's line can say why.
+        403 if !sent_token => Some(match first_line(body) {
+            "" => "403: refused by the server.".to_owned(),
+            line => format!("403: refused by the server: {line}."),
+        }),
         403 => {
             let what = match access {
                 Access::Subscribe => "to read the stream of",
@@ -143,6 +149,17 @@ mod tests {
         assert_eq!(
             refusal(403, "", Access::Publish, "bob", true).as_deref(),
             Some("403: this token does not allow you to publish to bob. Paste a token for bob.")
+        );
+        assert_eq!(
+            refusal(
+                403,
+                "a page from https://a.example may not post here",
+                Access::Publish,
+                "bob",
+                false
+            )
+            .as_deref(),
+            Some("403: refused by the server: a page from https://a.example may not post here.")
         );
         assert_eq!(
             refusal(400, "bad username", Access::Subscribe, "x", true),
