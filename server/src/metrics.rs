@@ -447,7 +447,7 @@ fn registry(state: &AppState) -> Registry {
     );
     registry.register(
         "streams_closed",
-        "Event streams ended, by why: client_gone, slow or shutdown",
+        "Event streams ended, by why: client_gone, slow, shutdown or token_expired",
         m.streams_closed.clone(),
     );
     registry.register(
