@@ -4,7 +4,7 @@
 # clients, the broker and one instance SIGKILLed and restarted, and a ledger of every message.
 #
 #   scripts/soak.sh [MINUTES] [soak flags]      default 15 minutes (~16 with setup and drain)
-#   scripts/soak.sh 1 --faults broker           1 minute, one broker kill
+#   scripts/soak.sh 1 --faults broker --ssepush-arg=--kafka-fetch-wait=500ms   what CI runs
 #   scripts/soak.sh 3 --streams 5000 --seed 42  see `--help` for every flag
 #
 # Builds ssepush and the soak in release mode, runs on loopback only, stops by itself, prints a

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and every test: formatting, lints, the compose file, the release web UI
 # build and its size budget, the Rust tests (Kafka ones against tansu brokers they spawn), the
-# fuzz targets for 20 s each, the wasm tests in headless Chromium and the browser end-to-end
-# test.
+# fuzz targets for 20 s each, the wasm tests in headless Chromium, the browser end-to-end
+# test, and a one-minute soak with the Kafka broker killed and restarted.
 #
 #   scripts/test.sh
 #
@@ -109,5 +109,8 @@ step "tests: native crates" cargo test -p wire -p server -p bench -p testkit
 step "fuzz (20 s per target)" scripts/fuzz.sh 20
 step "tests: frontend (wasm)" cargo test -p frontend --target wasm32-unknown-unknown
 step "tests: e2e (browser)" cargo test -p e2e
+# 500 ms fetches: tansu's own fetch race (see README, Soak) then shows about 50 times less often;
+# the 15-minute soak keeps the default 10 ms.
+step "soak (1 min, broker killed)" scripts/soak.sh 1 --faults broker --ssepush-arg=--kafka-fetch-wait=500ms
 
 printf '\n\033[1;32m[test] all %d steps passed in %s\033[0m\n' "$STEPS" "$(elapsed $((SECONDS - START)))"
