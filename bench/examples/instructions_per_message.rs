@@ -8,6 +8,9 @@
 //!
 //!     cargo run --release -p bench --example instructions_per_message -- BINARY [BINARY...]
 //!
+//! With `IPM_AUTH=1` the servers run with authorization on (`--auth-secret`): the streams send
+//! a token in the `access_token` query, the POSTs one in `Authorization`, as a browser does.
+//!
 //! Needs `valgrind` (`apt-get install valgrind`). With `IPM_KEEP=1` the callgrind files are
 //! kept for `callgrind_annotate`.
 
@@ -53,6 +56,25 @@ async fn run(binary: &str, messages: u64) -> Result<u64> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let out = std::env::temp_dir().join(format!("callgrind.{port}.out"));
+    let secret = "instructions-per-message-secret-0123456789";
+    let tokens = match std::env::var_os("IPM_AUTH") {
+        Some(_) => {
+            let sign = |args: &[&str]| -> Result<String> {
+                let out = Command::new(binary)
+                    .arg("token")
+                    .args(args)
+                    .args(["--auth-secret", secret])
+                    .output()?;
+                Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+            };
+            Some((sign(&["--subscribe", "*"])?, sign(&["--publish", "*"])?))
+        }
+        None => None,
+    };
+    let auth_args: Vec<String> = match &tokens {
+        Some(_) => vec!["--auth-secret".into(), secret.into()],
+        None => Vec::new(),
+    };
     let mut child = Command::new("valgrind")
         .args([
             "--tool=callgrind",
@@ -67,6 +89,7 @@ async fn run(binary: &str, messages: u64) -> Result<u64> {
             "--publish-burst=1000000000",
             "--drain=0s",
         ])
+        .args(&auth_args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -82,8 +105,11 @@ async fn run(binary: &str, messages: u64) -> Result<u64> {
     let received = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for user in 0..USERS {
-        let mut stream =
-            SseStream::open(addr, &format!("/v2/sse?username=ipm{user}"), "", 16 * 1024).await?;
+        let query = tokens
+            .as_ref()
+            .map_or(String::new(), |(read, _)| format!("&access_token={read}"));
+        let path = format!("/v2/sse?username=ipm{user}{query}");
+        let mut stream = SseStream::open(addr, &path, "", 16 * 1024).await?;
         let received = received.clone();
         readers.push(tokio::spawn(async move {
             while let Ok(true) = stream
@@ -96,7 +122,10 @@ async fn run(binary: &str, messages: u64) -> Result<u64> {
             {}
         }));
     }
-    let mut publisher = Publisher::new(addr);
+    let mut publisher = match &tokens {
+        Some((_, publish)) => Publisher::with_token(addr, publish),
+        None => Publisher::new(addr),
+    };
     let body = "x".repeat(64);
     for seq in 0..messages {
         let path = format!("/v2/message?username=ipm{}", seq % USERS as u64);

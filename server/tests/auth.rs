@@ -668,3 +668,22 @@ fn unsafe_settings_are_refused_at_start_up() {
         String::from_utf8_lossy(&out.stderr).contains("needs --user, --subscribe or --publish")
     );
 }
+
+/// The server remembers tokens it verified (a publisher sends the same one with every POST),
+/// yet a remembered token is refused once it expires, like any other.
+#[tokio::test]
+async fn a_remembered_token_still_expires() {
+    let server = auth_server(&[]).await;
+    let short = format!("Bearer {}", mint(&["--publish", "*", "--ttl", "3s"]));
+    for _ in 0..3 {
+        let (status, _) = post(&server, "ann", &[("authorization", &short)]).await;
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, body) = post(&server, "ann", &[("authorization", &short)]).await;
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (401, "the token is not valid\n")
+    );
+    server.stop().await;
+}

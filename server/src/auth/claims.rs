@@ -15,6 +15,9 @@ pub struct Claims {
     pub publish: Users,
     /// Seconds since the Unix epoch. Required: a stream ends when its token expires.
     pub exp: u64,
+    /// Not valid before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
 }

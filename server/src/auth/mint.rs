@@ -44,6 +44,7 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<String> {
         subscribe: Users(args.subscribe.clone()),
         publish: Users(args.publish.clone()),
         exp: now + args.ttl.as_secs(),
+        nbf: None,
         iat: Some(now),
     };
     let (key, algorithm) = match (&args.auth_secret, &args.auth_private_key) {
