@@ -93,8 +93,9 @@ impl Origins {
     }
 
     /// Refuses a browser's POST from a page of another origin that is not listed. Requests
-    /// without an `Origin` (curl, servers) pass.
-    pub fn check_post(&self, headers: &HeaderMap) -> Result<(), String> {
+    /// without an `Origin` (curl, servers) pass. `authority` is the request's own (HTTP/2
+    /// sends `:authority` rather than `Host`).
+    pub fn check_post(&self, headers: &HeaderMap, authority: Option<&str>) -> Result<(), String> {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());
         };
@@ -113,6 +114,7 @@ impl Origins {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
+            .or(authority)
             .map(str::to_ascii_lowercase);
         let authority = origin.split_once("://").map(|(_, rest)| rest);
         if host.is_some() && authority == host.as_deref() {
@@ -169,25 +171,37 @@ mod tests {
     #[test]
     fn cross_origin_posts_need_a_listed_origin() {
         let none = Origins::new(&[], false);
-        assert!(none.check_post(&post(&[])).is_ok());
+        assert!(none.check_post(&post(&[]), None).is_ok());
         let same = post(&[
             ("origin", "http://localhost:3000"),
             ("host", "localhost:3000"),
         ]);
-        assert!(none.check_post(&same).is_ok());
+        assert!(none.check_post(&same, None).is_ok());
+        // HTTP/2: no Host header, the request's authority instead.
+        let h2 = post(&[("origin", "https://localhost:3443")]);
+        assert!(none.check_post(&h2, Some("localhost:3443")).is_ok());
+        assert!(none.check_post(&h2, Some("other:3443")).is_err());
         let evil = post(&[
             ("origin", "https://evil.example"),
             ("host", "localhost:3000"),
         ]);
-        assert!(none.check_post(&evil).unwrap_err().contains("evil.example"));
+        assert!(
+            none.check_post(&evil, None)
+                .unwrap_err()
+                .contains("evil.example")
+        );
         let proxied = post(&[
             ("origin", "http://127.0.0.1:8080"),
             ("host", "127.0.0.1:3000"),
             ("sec-fetch-site", "same-origin"),
         ]);
-        assert!(none.check_post(&proxied).is_ok());
+        assert!(none.check_post(&proxied, None).is_ok());
         let listed = Origins::new(&["https://Evil.example".into()], false);
-        assert!(listed.check_post(&evil).is_ok());
-        assert!(Origins::new(&["*".into()], false).check_post(&evil).is_ok());
+        assert!(listed.check_post(&evil, None).is_ok());
+        assert!(
+            Origins::new(&["*".into()], false)
+                .check_post(&evil, None)
+                .is_ok()
+        );
     }
 }

@@ -183,7 +183,10 @@ async fn publish_message(
     }
     let allowed = channel
         .origins
-        .check_post(request.headers())
+        .check_post(
+            request.headers(),
+            request.uri().authority().map(|a| a.as_str()),
+        )
         .map_err(AppError::CrossOrigin)
         .and_then(|()| Ok(channel.auth.bearer(request.headers())?))
         .and_then(|token| {
