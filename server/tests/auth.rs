@@ -71,6 +71,23 @@ async fn get(
     (status, challenge, body)
 }
 
+/// A v2 stream of `user` opened as a browser's `EventSource` does, with the token in the
+/// query, resuming after `last` if given.
+async fn stream_by_query(
+    server: &common::TestServer,
+    user: &str,
+    token: &str,
+    last: Option<&str>,
+) -> common::Events {
+    let mut request = client()
+        .get(server.url("/v2/sse"))
+        .query(&[("username", user), ("access_token", token)]);
+    if let Some(id) = last {
+        request = request.header("last-event-id", id);
+    }
+    events(request.send().await.unwrap())
+}
+
 async fn post(
     server: &common::TestServer,
     user: &str,
@@ -112,13 +129,7 @@ async fn streams_need_a_token_for_their_user() {
         }
     }
     // The query parameter (a browser's EventSource) and the cookie work like the header.
-    let by_query = client()
-        .get(server.url("/v2/sse"))
-        .query(&[("username", "ann"), ("access_token", &ann)])
-        .send()
-        .await
-        .unwrap();
-    let mut by_query = events(by_query);
+    let mut by_query = stream_by_query(&server, "ann", &ann, None).await;
     let by_cookie = client()
         .get(server.url("/v2/sse?username=ann"))
         .header(header::COOKIE, format!("theme=dark; ssepush_token={ann}"))
@@ -323,13 +334,7 @@ async fn a_stream_ends_when_its_token_expires_and_resumes_with_a_new_one() {
     let server = auth_server(&["--token-expiry-notice", "2s"]).await;
     let publisher = format!("Bearer {}", mint(&["--publish", "*"]));
     let short = mint(&["--user", "ann", "--ttl", "4s"]);
-    let response = client()
-        .get(server.url("/v2/sse"))
-        .query(&[("username", "ann"), ("access_token", &short)])
-        .send()
-        .await
-        .unwrap();
-    let mut stream = events(response);
+    let mut stream = stream_by_query(&server, "ann", &short, None).await;
     // v1's ticker ends the same way.
     let v1 = client()
         .get(server.url("/v1/sse?username=ann"))
@@ -370,14 +375,7 @@ async fn a_stream_ends_when_its_token_expires_and_resumes_with_a_new_one() {
         200
     );
     let fresh = mint(&["--user", "ann"]);
-    let response = client()
-        .get(server.url("/v2/sse"))
-        .query(&[("username", "ann"), ("access_token", &fresh)])
-        .header("last-event-id", &first.id)
-        .send()
-        .await
-        .unwrap();
-    let mut resumed = events(response);
+    let mut resumed = stream_by_query(&server, "ann", &fresh, Some(&first.id)).await;
     let missed = next(&mut resumed, 5).await;
     assert_eq!(
         (missed.event.as_str(), missed.data.as_str()),

@@ -308,11 +308,9 @@ fn a_recreated_lane_starts_over() {
     assert_eq!(drain(&mut later), vec![msg("0-3", "new3")]);
 }
 
-/// The soak's duplicates: after a renumbering, a client failing over from an instance that is
-/// ahead holds an id of the new numbering this hub has not read yet. It used to be taken for
-/// the old numbering's: a resync, and the new messages the client already had again.
-#[test]
-fn a_resume_from_an_instance_ahead_after_a_renumbering_gets_only_what_follows() {
+/// A v3 hub whose lane 0 numbered 0..10 once, then started over at 0 (a broker that came back
+/// empty): ids 0 to 9 are ambiguous until the new numbering passes them.
+fn renumbered_at_10() -> Hub {
     let hub = v3();
     hub.open_lane(0, 0);
     for seq in 0..10 {
@@ -320,6 +318,15 @@ fn a_resume_from_an_instance_ahead_after_a_renumbering_gets_only_what_follows() 
     }
     hub.reset_lane(0);
     hub.open_lane(0, 0);
+    hub
+}
+
+/// The soak's duplicates: after a renumbering, a client failing over from an instance that is
+/// ahead holds an id of the new numbering this hub has not read yet. It used to be taken for
+/// the old numbering's: a resync, and the new messages the client already had again.
+#[test]
+fn a_resume_from_an_instance_ahead_after_a_renumbering_gets_only_what_follows() {
+    let hub = renumbered_at_10();
     hub.publish_at("u", "new0", at(0));
     hub.publish_at("u", "new1", at(1));
     // The client has had new0 to new3 from the other instance.
@@ -336,13 +343,7 @@ fn a_resume_from_an_instance_ahead_after_a_renumbering_gets_only_what_follows() 
 /// client gets the resync and the new messages, late rather than never.
 #[test]
 fn a_held_resume_is_decided_after_the_hold() {
-    let hub = v3();
-    hub.open_lane(0, 0);
-    for seq in 0..10 {
-        hub.publish_at("other", "old", at(seq));
-    }
-    hub.reset_lane(0);
-    hub.open_lane(0, 0);
+    let hub = renumbered_at_10();
     hub.publish_at("u", "new0", at(0));
     let mut old = subscribe(&hub, "u", Some("0-8"));
     hub.sweep();
@@ -358,13 +359,7 @@ fn a_held_resume_is_decided_after_the_hold() {
 /// (a churning client reconnects sooner and would be held again and again).
 #[test]
 fn held_resumes_are_decided_without_waiting_for_the_sweep() {
-    let hub = v3();
-    hub.open_lane(0, 0);
-    for seq in 0..10 {
-        hub.publish_at("other", "old", at(seq));
-    }
-    hub.reset_lane(0);
-    hub.open_lane(0, 0);
+    let hub = renumbered_at_10();
     hub.publish_at("u", "new0", at(0));
     let mut passed = subscribe(&hub, "u", Some("0-2"));
     let mut idle = subscribe(&hub, "u", Some("0-8"));
