@@ -16,10 +16,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_ssepush");
 
 /// `ssepush token` with `args`.
 fn mint(args: &[&str]) -> String {
+    token(&[args, &["--auth-secret", SECRET]].concat())
+}
+
+/// `ssepush token` with `args` only.
+fn token(args: &[&str]) -> String {
     let out = Command::new(BIN)
         .arg("token")
         .args(args)
-        .env("AUTH_SECRET", SECRET)
+        .env_remove("AUTH_SECRET")
         .output()
         .unwrap();
     assert!(
@@ -382,15 +387,8 @@ async fn a_stream_ends_when_its_token_expires_and_resumes_with_a_new_one() {
         ("message", "hi")
     );
     assert_ne!(missed.id, first.id);
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .header("authorization", &publisher)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let operator = publisher.strip_prefix("Bearer ");
+    let metrics = common::metrics_text(&server.base, operator).await;
     assert!(
         metrics.contains(r#"ssepush_streams_closed_total{api="v2",reason="token_expired"} 1"#)
             && metrics
@@ -484,18 +482,7 @@ async fn public_keys_verify_es256_and_rs256() {
         (&rsa_public, &rsa_private, &ec_private),
     ] {
         let server = spawn(&["--auth-public-key", public]).await;
-        let sign = |key: &str| {
-            let out = Command::new(BIN)
-                .args(["token", "--user", "ann", "--auth-private-key", key])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap().trim().to_owned()
-        };
+        let sign = |key: &str| token(&["--user", "ann", "--auth-private-key", key]);
         let path = "/v2/sse?username=ann";
         assert_eq!(
             get(&server, path, Some(&sign(private))).await.0,

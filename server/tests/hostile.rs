@@ -157,12 +157,7 @@ async fn a_flood_across_ten_thousand_users_stays_within_the_history_budget() {
         rss <= rss_at_start + BUDGET_MIB + MARGIN_MIB,
         "RSS {rss} MiB (from {rss_at_start}, budget {BUDGET_MIB} MiB)"
     );
-    let metrics = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&server.base, None).await;
     assert!(
         metrics.contains("ssepush_history_evicted_total "),
         "{metrics}"

@@ -34,27 +34,19 @@ impl StreamQuery {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             // A key that is not UTF-8 is not one of ours.
             let Ok(key) = form_decode(key) else { continue };
-            let slot = match &*key {
-                "username" => &mut q.username,
-                "lastEventId" => &mut q.last_event_id,
-                "wait" => &mut q.wait,
-                wire::ACCESS_TOKEN_PARAM => {
-                    let value = form_decode(value).map_err(|_| {
-                        AppError::BadRequest(format!("query parameter `{key}` is not valid UTF-8"))
-                    })?;
-                    if q.access_token.replace(Token(value.into_owned())).is_some() {
-                        return Err(AppError::BadRequest(format!(
-                            "query parameter `{key}` is given more than once"
-                        )));
-                    }
-                    continue;
-                }
+            let value = || {
+                form_decode(value).map(Cow::into_owned).map_err(|_| {
+                    AppError::BadRequest(format!("query parameter `{key}` is not valid UTF-8"))
+                })
+            };
+            let repeated = match &*key {
+                "username" => q.username.replace(value()?).is_some(),
+                "lastEventId" => q.last_event_id.replace(value()?).is_some(),
+                "wait" => q.wait.replace(value()?).is_some(),
+                wire::ACCESS_TOKEN_PARAM => q.access_token.replace(Token(value()?)).is_some(),
                 _ => continue,
             };
-            let value = form_decode(value).map_err(|_| {
-                AppError::BadRequest(format!("query parameter `{key}` is not valid UTF-8"))
-            })?;
-            if slot.replace(value.into_owned()).is_some() {
+            if repeated {
                 return Err(AppError::BadRequest(format!(
                     "query parameter `{key}` is given more than once"
                 )));

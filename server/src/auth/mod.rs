@@ -130,12 +130,6 @@ pub struct Checked {
     notice: Duration,
 }
 
-impl Checked {
-    pub fn claims(&self) -> &Claims {
-        &self.claims
-    }
-}
-
 /// May `checked` read `user`'s streams? With authorization off (`None`), yes, for ever.
 pub fn subscribe(checked: Option<Checked>, user: &str) -> Result<Grant, Denied> {
     let Some(checked) = checked else {
@@ -166,9 +160,9 @@ pub fn publish(checked: Option<&Checked>, user: &str) -> Result<(), Denied> {
 /// to everyone.
 pub fn operate(checked: Option<&Checked>) -> Result<(), Denied> {
     match checked {
-        Some(checked) if !checked.claims.publish.0.iter().any(|u| u == "*") => Err(
-            Denied::Forbidden("/metrics needs a token that may publish to `*`".into()),
-        ),
+        Some(checked) if !checked.claims.may_publish("*") => Err(Denied::Forbidden(
+            "/metrics needs a token that may publish to `*`".into(),
+        )),
         _ => Ok(()),
     }
 }

@@ -400,8 +400,8 @@ impl Hub {
         entry.evict(&self.shared.config, now, memory);
         drop(shard);
         memory.record(&self.shared, key, serial);
-        if source.is_some() && self.shared.held_count.load(Relaxed) > 0 {
-            self.settle_held();
+        if source.is_some() {
+            self.settle_held_at(now);
         }
         self.shared.published.fetch_add(1, Relaxed);
         if delivered > 0 {

@@ -103,14 +103,7 @@ impl TestServer {
 /// The value of the series `name` in the `/metrics` of the server at `base`: exactly that
 /// series when `name` has labels, else the sum over all of its label sets.
 pub async fn metric(base: &str, name: &str) -> u64 {
-    let text = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(base, None).await;
     let values: Vec<u64> = text
         .lines()
         .filter_map(|l| {
@@ -125,6 +118,15 @@ pub async fn metric(base: &str, name: &str) -> u64 {
         .collect();
     assert!(!values.is_empty(), "metric {name} in {text}");
     values.iter().sum()
+}
+
+/// The text of `/metrics` at `base`, with a bearer token when authorization is on.
+pub async fn metrics_text(base: &str, bearer: Option<&str>) -> String {
+    let mut request = client().get(format!("{base}/metrics"));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().text().await.unwrap()
 }
 
 pub fn client() -> reqwest::Client {
