@@ -154,6 +154,25 @@ pub struct Config {
     #[arg(long, env = "KAFKA_FETCH_WAIT", default_value = "10ms", value_parser = duration)]
     pub kafka_fetch_wait: Duration,
 
+    /// The most records of a partition read back from Kafka for one resuming v3 client whose
+    /// last id the history no longer covers; a longer gap gets a resync.
+    #[arg(long, env = "REPLAY_MAX_RECORDS", default_value_t = 100_000)]
+    pub replay_max_records: u64,
+
+    /// Readers for those read-backs, each one Kafka connection; gaps queue for them, and a
+    /// reader serves every queued gap of a partition in one pass.
+    #[arg(long, env = "REPLAY_MAX_CONCURRENT", default_value_t = 2)]
+    pub replay_max_concurrent: usize,
+
+    /// How long a resuming v3 client waits for its read-back before it gets a resync.
+    #[arg(long, env = "REPLAY_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub replay_timeout: Duration,
+
+    /// Memory for read-back events not yet written, all clients together; a read-back that
+    /// does not fit gets a resync.
+    #[arg(long, env = "REPLAY_MAX_BYTES", default_value = "64MiB", value_parser = bytes)]
+    pub replay_max_bytes: usize,
+
     /// Kafka consumer session timeout: how soon a dead instance's group membership lapses.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub kafka_session_timeout: Duration,
@@ -322,6 +341,7 @@ impl Config {
             ("--retry", self.retry, ms(1), Some(DAY)),
             ("--history-ttl", self.history_ttl, ms(100), None),
             ("--kafka-timeout", self.kafka_timeout, ms(100), None),
+            ("--replay-timeout", self.replay_timeout, ms(100), Some(DAY)),
             (
                 "--kafka-fetch-wait",
                 self.kafka_fetch_wait,
@@ -377,6 +397,7 @@ impl Config {
             ("--max-streams-per-client", self.max_streams_per_client),
             ("--publish-rate", self.publish_rate as usize),
             ("--publish-burst", self.publish_burst as usize),
+            ("--replay-max-concurrent", self.replay_max_concurrent),
         ];
         if let Some((flag, value)) = counts.into_iter().find(|&(_, value)| value < 1) {
             return Err(format!("{flag} must be at least 1 (got {value})"));

@@ -59,6 +59,7 @@ mod tests {
             queue_len: 10,
             max_streams_per_user: 1,
             numbering: Numbering::Own,
+            backfill: false,
         };
         let hub = Hub::new(config, HistoryMemory::new(usize::MAX));
         let subs: Vec<_> = (0..100)

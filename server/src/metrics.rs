@@ -106,6 +106,11 @@ struct ApiLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     partition: i32,
 }
@@ -130,6 +135,9 @@ struct Inner {
     published_by: [[OnceLock<Counter>; 2]; 3],
     delay: Family<ApiLabels, Histogram, fn() -> Histogram>,
     kafka_lag: Family<PartitionLabels, Gauge>,
+    replays: Family<OutcomeLabels, Counter>,
+    replay_records_read: Counter,
+    replayed_messages: Counter,
     /// Handles resolved once, indexed by [`Api`], protocol and reason.
     open: [[Gauge; 2]; 3],
     opened: [[Counter; 2]; 3],
@@ -178,6 +186,9 @@ impl Default for Metrics {
             published_by: Default::default(),
             delay,
             kafka_lag: Family::default(),
+            replays: Family::default(),
+            replay_records_read: Counter::default(),
+            replayed_messages: Counter::default(),
             open,
             opened,
             closed,
@@ -228,6 +239,24 @@ impl Metrics {
         if let Some(crate::error::Rejected(reason)) = response.extensions().get() {
             self.rejected(response.status().as_u16(), reason);
         }
+    }
+
+    /// A v3 resume's read-back from Kafka ended: `filled`, or why it gave a resync.
+    pub fn replay(&self, outcome: &'static str) {
+        self.0
+            .replays
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Records a read-back read from Kafka, of any user.
+    pub fn replay_read(&self, records: u64) {
+        self.0.replay_records_read.inc_by(records);
+    }
+
+    /// Messages read back and handed to resuming streams.
+    pub fn replayed(&self, messages: u64) {
+        self.0.replayed_messages.inc_by(messages);
     }
 
     /// Consumer lag of a partition, as librdkafka's statistics report it.
@@ -422,6 +451,12 @@ fn snapshot(state: &AppState) -> Snapshot {
             "Kafka records read.",
             vec![(None, k.records)],
         ));
+        let (used, _) = kafka.replay_bytes();
+        gauges.push((
+            "kafka_replay_bytes",
+            "Bytes of events read back from Kafka and not yet written (--replay-max-bytes).",
+            one(used as u64),
+        ));
         counters.push((
             "kafka_records_skipped",
             "Kafka records skipped as malformed or too large.",
@@ -469,6 +504,21 @@ fn registry(state: &AppState) -> Registry {
         "kafka_consumer_lag",
         "Records the consumer is behind, per partition (librdkafka statistics)",
         m.kafka_lag.clone(),
+    );
+    registry.register(
+        "kafka_replays",
+        "v3 resumes whose missed messages were read back from Kafka, by outcome: filled, or why a resync was sent instead (gone, too_far, timeout, too_large, unavailable)",
+        m.replays.clone(),
+    );
+    registry.register(
+        "kafka_replay_records_read",
+        "Kafka records read for read-backs, of any user",
+        m.replay_records_read.clone(),
+    );
+    registry.register(
+        "kafka_replayed_messages",
+        "Messages read back from Kafka and handed to resuming streams",
+        m.replayed_messages.clone(),
     );
     registry.register_collector(Box::new(snapshot(state)));
     registry

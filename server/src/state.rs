@@ -49,6 +49,8 @@ impl AppState {
     pub fn new(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let memory = HistoryMemory::new(config.history_max_bytes);
         let metrics = crate::metrics::Metrics::default();
+        let settings = kafka::Settings::from_config(&config);
+        let kafka_on = settings.is_some();
         let hub = |name, numbering| {
             Hub::new(
                 HubConfig {
@@ -58,12 +60,14 @@ impl AppState {
                     queue_len: config.queue_len,
                     max_streams_per_user: config.max_streams_per_user,
                     numbering,
+                    // v3 resumes read back from Kafka what the history lacks.
+                    backfill: numbering == Numbering::Source && kafka_on,
                 },
                 memory.clone(),
             )
         };
         let v3 = hub("v3", Numbering::Source);
-        let kafka = match kafka::Settings::from_config(&config) {
+        let kafka = match settings {
             Some(settings) => Some(Kafka::start(
                 settings,
                 v3.clone(),

@@ -37,6 +37,8 @@ pub struct HubStream {
     done: bool,
     /// When its token expires, with authorization on.
     expiry: Option<Expiry>,
+    /// Reading back what the history lacks ([`Subscription::gap`]); the replay waits for it.
+    gap: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     _permit: StreamPermit,
     track: StreamTrack,
 }
@@ -61,6 +63,7 @@ impl HubStream {
             last_sent: now,
             done: false,
             expiry: None,
+            gap: None,
             _permit: permit,
             track,
         }
@@ -69,6 +72,12 @@ impl HubStream {
     /// Ends the stream when its token expires, with a notice before.
     pub fn expires(mut self, expiry: Option<Expiry>) -> Self {
         self.expiry = expiry;
+        self
+    }
+
+    /// Sends nothing of the replay until `read_back` has filled the subscription's gap.
+    pub fn fills_gap(mut self, read_back: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.gap = Some(Box::pin(read_back));
         self
     }
 
@@ -115,6 +124,13 @@ impl Stream for HubStream {
                 }
                 Poll::Pending => {}
             }
+        }
+        if let Some(gap) = &mut self.gap {
+            if gap.as_mut().poll(cx).is_pending() {
+                return self.poll_keep_alive(cx);
+            }
+            self.gap = None;
+            self.sub.gap_filled();
         }
         // A replay is read from the history a batch at a time, only when the connection has
         // sent the last one: a stream that stops reading holds one batch, not the history.
@@ -228,6 +244,7 @@ mod tests {
                 queue_len: 10,
                 max_streams_per_user: 1,
                 numbering: Numbering::Own,
+                backfill: false,
             },
             HistoryMemory::new(1 << 20),
         );

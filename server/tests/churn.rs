@@ -15,6 +15,7 @@ fn hub() -> Hub {
             queue_len: 16,
             max_streams_per_user: 16,
             numbering: Numbering::Own,
+            backfill: false,
         },
         HistoryMemory::new(64 << 20),
     )

@@ -18,7 +18,7 @@ use crate::{
     client::{Client, ClientKey, TrustedProxies},
     cors::Origins,
     error::AppError,
-    hub::Hub,
+    hub::{Hub, Unfilled},
     kafka::Kafka,
     metrics::{Api, Metrics, Source},
     publish_rate::PublishRate,
@@ -148,8 +148,21 @@ async fn open_stream(
     tracing::debug!(?last, replaying = sub.replaying(), "stream opened");
     let limits = &channel.limits;
     let track = channel.metrics.stream(channel.api, version);
-    let body =
+    let kafka = match &channel.sink {
+        Sink::Kafka(kafka) => Some(kafka.clone()),
+        Sink::Local | Sink::KafkaOff => None,
+    };
+    let gap = sub.gap();
+    let mut body =
         HubStream::new(sub, limits.retry, limits.keep_alive, (permit, track)).expires(grant.expiry);
+    if let Some(gap) = gap {
+        body = body.fills_gap(async move {
+            match kafka {
+                Some(kafka) => kafka.fill_gap(gap).await,
+                None => gap.fill(Err(Unfilled::Unavailable)),
+            }
+        });
+    }
     Ok(sse_response(Body::from_stream(body)))
 }
 

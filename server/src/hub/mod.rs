@@ -5,11 +5,13 @@
 //! spread over shards, so publishes to different users rarely meet on a lock, and a publish
 //! never waits for a subscriber: each stream has its own bounded [`StreamQueue`].
 
+mod backfill;
 mod lanes;
 mod memory;
 mod position;
 mod queue;
 
+pub use backfill::{BackfillBudget, Backfilled, Gap, GapHandle, Unfilled};
 pub use memory::HistoryMemory;
 pub use position::{LastSeen, Position};
 pub use queue::{Closed, Next, StreamQueue, now_ms};
@@ -48,6 +50,10 @@ pub struct HubConfig {
     pub queue_len: usize,
     pub max_streams_per_user: usize,
     pub numbering: Numbering,
+    /// A resume the history can't serve waits for the source to read back what it missed
+    /// ([`Subscription::gap`]) rather than getting a resync at once. Only for
+    /// [`Numbering::Source`].
+    pub backfill: bool,
 }
 
 /// Where the positions of a hub's messages come from.
@@ -109,6 +115,8 @@ struct Shared {
     /// the sweep. Added to and removed from under the user's shard lock.
     held: Mutex<Vec<Arc<str>>>,
     held_count: AtomicUsize,
+    /// Woken when a source lane opens: gaps on it can then be bounded.
+    lane_opened: tokio::sync::Notify,
 }
 
 type Shard = HashMap<Arc<str>, User>;
@@ -164,7 +172,7 @@ struct Held {
 }
 
 /// Where a stream's replay has got to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Replay {
     /// Serial of the last entry sent (or skipped as already seen).
     after: u64,
@@ -172,6 +180,8 @@ struct Replay {
     last: Option<Position>,
     /// A lane opened past where the client resumed: the notice goes ahead of the next batch.
     missed: Option<Position>,
+    /// What the history lacks, read back from the source; sent before the history's entries.
+    backfill: Option<backfill::Backfill>,
 }
 
 struct Entry {
@@ -191,6 +201,9 @@ pub struct Subscription {
     pub notices: Vec<Bytes>,
     /// Missed messages are still to be read with [`Subscription::replay_next`].
     replaying: bool,
+    /// The history lacks what the client missed after this id: it is being read back from
+    /// the source, and the replay waits for it.
+    gap: Option<Position>,
     hub: Hub,
     user: Arc<str>,
     id: u64,
@@ -201,7 +214,7 @@ impl Subscription {
     /// history only as the stream asks for them. `None` once the stream has caught up; its
     /// messages then come through [`Subscription::queue`].
     pub fn replay_next(&mut self, max_bytes: usize) -> Option<Bytes> {
-        if !self.replaying {
+        if !self.replaying || self.gap.is_some() {
             return None;
         }
         let batch = self.hub.replay_next(&self.user, self.id, max_bytes);
@@ -212,6 +225,23 @@ impl Subscription {
     /// Whether missed messages are still to be sent.
     pub fn replaying(&self) -> bool {
         self.replaying
+    }
+
+    /// When the history lacks what the client missed: the handle to read it back with. The
+    /// replay waits until it is filled ([`GapHandle::fill`]) and [`Subscription::gap_filled`]
+    /// is called.
+    pub fn gap(&self) -> Option<GapHandle> {
+        self.gap.map(|last| GapHandle {
+            hub: self.hub.clone(),
+            user: self.user.clone(),
+            id: self.id,
+            last,
+        })
+    }
+
+    /// The gap was filled (or given up): the replay goes on.
+    pub fn gap_filled(&mut self) {
+        self.gap = None;
     }
 }
 
@@ -243,6 +273,7 @@ impl Hub {
                 memory,
                 held: Mutex::default(),
                 held_count: AtomicUsize::new(0),
+                lane_opened: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -307,6 +338,7 @@ impl Hub {
         if self.shared.lanes.open(lane, start) == lanes::Opened::Known {
             return;
         }
+        self.shared.lane_opened.notify_waiters();
         for shard in self.shared.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             for user in shard.values_mut() {
@@ -462,6 +494,7 @@ impl Hub {
             after: entry.evicted_serial,
             last: None,
             missed: None,
+            backfill: None,
         };
         let mut held = None;
         let (notices, replay, skip_through, pending) = match last {
@@ -483,20 +516,30 @@ impl Hub {
             }
             LastSeen::At(p) => {
                 let (notices, after, pending) = self.replay_after(entry, *p);
+                // What the history lacks is read back from the source, where it can be.
+                let gap = config.backfill && (pending || !notices.is_empty());
                 let replay = Replay {
                     after: after.unwrap_or(from_start.after),
                     last: Some(*p),
                     missed: None,
+                    backfill: gap.then_some(backfill::Backfill::Awaiting),
                 };
-                (
-                    notices,
-                    Some(Box::new(replay)),
-                    Some(*p),
-                    pending.then_some(*p),
-                )
+                match gap {
+                    true => (Vec::new(), Some(Box::new(replay)), Some(*p), None),
+                    false => (
+                        notices,
+                        Some(Box::new(replay)),
+                        Some(*p),
+                        pending.then_some(*p),
+                    ),
+                }
             }
         };
         let replaying = replay.is_some();
+        let gap = replay
+            .as_ref()
+            .filter(|r| r.backfill.is_some())
+            .and_then(|r| r.last);
         if held.is_some() {
             let mut registry = self.shared.held_lock();
             if !registry.contains(&entry.name) {
@@ -519,6 +562,7 @@ impl Hub {
             queue,
             notices,
             replaying,
+            gap,
             hub: self.clone(),
             user: key,
             id,
@@ -542,6 +586,17 @@ impl Hub {
         let mut batch = BytesMut::new();
         if let Some(last) = replay.missed.take() {
             batch.extend_from_slice(&missed(last));
+        }
+        match &mut replay.backfill {
+            Some(backfill::Backfill::Ready(read)) => {
+                if !read.drain_into(&mut batch, max_bytes) {
+                    return Some(batch.freeze());
+                }
+                replay.backfill = None;
+            }
+            // Not called before the gap is filled ([`Subscription::gap`]).
+            Some(_) => return Some(batch.freeze()),
+            None => {}
         }
         if *evicted_serial > replay.after {
             // What it was about to get was evicted meanwhile.
@@ -572,6 +627,91 @@ impl Hub {
             return None;
         }
         Some(batch.freeze())
+    }
+
+    /// Where stream `id`'s gap stands. Once its lane is read here, the gap runs from the
+    /// client's id to where the user's history can vouch for the lane: past its floor (what
+    /// was evicted, or published before the user's entry existed) and past where this process
+    /// started reading. From then on the replay owes nothing for what the history lost before,
+    /// as the read-back covers it.
+    fn gap_state(&self, user: &str, id: u64) -> backfill::GapState {
+        use backfill::{Backfill, GapState};
+        let mut shard = self.shard(user);
+        let Some(entry) = shard.get_mut(user) else {
+            return GapState::Done;
+        };
+        let Some(sub) = entry.streams.iter_mut().find(|s| s.id == id) else {
+            return GapState::Done;
+        };
+        let Some(replay) = sub.replay.as_mut() else {
+            return GapState::Done;
+        };
+        let Some(last) = replay.last else {
+            return GapState::Done;
+        };
+        match replay.backfill {
+            Some(Backfill::Reading(gap)) => return GapState::Open(gap),
+            Some(Backfill::Awaiting) => {}
+            _ => return GapState::Done,
+        }
+        let Some(start) = self.shared.lanes.start(last.lane) else {
+            return GapState::Waiting;
+        };
+        let floor = entry
+            .floor
+            .iter()
+            .find(|f| f.lane == last.lane)
+            .map(|f| f.seq);
+        let until = floor
+            .into_iter()
+            .chain(start.checked_sub(1))
+            .max()
+            .unwrap_or(0)
+            .max(last.seq);
+        let gap = Gap {
+            lane: last.lane,
+            after: last.seq,
+            until,
+        };
+        replay.after = replay.after.max(entry.evicted_serial);
+        replay.backfill = Some(Backfill::Reading(gap));
+        GapState::Open(gap)
+    }
+
+    /// Puts what was read back for stream `id`'s gap (or a resync notice) ahead of its
+    /// history replay. The lane's positions up to the gap's end are not sent again.
+    fn fill_gap(&self, user: &str, id: u64, result: Result<Backfilled, Unfilled>) {
+        use backfill::Backfill;
+        let mut shard = self.shard(user);
+        let Some(entry) = shard.get_mut(user) else {
+            return;
+        };
+        let Some(sub) = entry.streams.iter_mut().find(|s| s.id == id) else {
+            return;
+        };
+        let Some(replay) = sub.replay.as_mut() else {
+            return;
+        };
+        let gap = match replay.backfill {
+            Some(Backfill::Reading(gap)) => Some(gap),
+            Some(Backfill::Awaiting) => None,
+            _ => return,
+        };
+        let read = match (result, gap) {
+            (Ok(read), Some(gap)) => {
+                sub.skip_through = Some(Position::new(gap.lane, gap.until));
+                if let Some(last) = read.last() {
+                    replay.last = Some(last);
+                }
+                read
+            }
+            (result, _) => {
+                let why = result.err().unwrap_or(Unfilled::Timeout);
+                let last = replay.last.map(|p| p.to_string()).unwrap_or_default();
+                Backfilled::notice(resync(&last, why.reason()))
+            }
+        };
+        replay.backfill = Some(Backfill::Ready(read));
     }
 
     /// Whether `user`'s history may still hold the entry published `serial`-th: entries
@@ -773,6 +913,19 @@ impl Hub {
                     if sub.pending.is_some_and(|p| p.lane == lane) {
                         sub.pending = None;
                     }
+                    // A read-back of the old numbering's positions would read the new one's.
+                    if let Some(replay) = &mut sub.replay
+                        && replay.last.is_some_and(|p| p.lane == lane)
+                        && matches!(
+                            replay.backfill,
+                            Some(backfill::Backfill::Awaiting | backfill::Backfill::Reading(_))
+                        )
+                    {
+                        let last = replay.last.map(|p| p.to_string()).unwrap_or_default();
+                        let notice = resync(&last, RENUMBERED);
+                        replay.backfill =
+                            Some(backfill::Backfill::Ready(Backfilled::notice(notice)));
+                    }
                 }
                 !user.streams.is_empty() || !user.history.is_empty()
             });
@@ -883,10 +1036,7 @@ impl User {
                     }
                 }
                 None => {
-                    batch.extend_from_slice(&resync(
-                        &last.to_string(),
-                        "the source numbered its messages anew since this id (a Kafka topic created again)",
-                    ));
+                    batch.extend_from_slice(&resync(&last.to_string(), RENUMBERED));
                     for e in history {
                         batch.extend_from_slice(&e.frame);
                     }
@@ -943,6 +1093,9 @@ impl User {
         }
     }
 }
+
+const RENUMBERED: &str =
+    "the source numbered its messages anew since this id (a Kafka topic created again)";
 
 /// The resync notice for a client whose messages after `last` are not all here.
 fn missed(last: Position) -> Bytes {

@@ -27,6 +27,7 @@ fn hub_in(
             queue_len: 10_000,
             max_streams_per_user: 64,
             numbering,
+            backfill: false,
         },
         memory,
     )
@@ -698,4 +699,199 @@ fn prune_drops_the_records_of_evicted_entries() {
     hub.publish("v", "y");
     memory.prune();
     assert!(memory.used() > left);
+}
+
+/// A v3 hub whose resumes read back what the history lacks, keeping `history_len` per user.
+fn v3_backfilled(history_len: usize) -> Hub {
+    Hub::new(
+        HubConfig {
+            name: "test",
+            history_len,
+            history_ttl: Duration::from_secs(600),
+            queue_len: 10_000,
+            max_streams_per_user: 64,
+            numbering: Numbering::Source,
+            backfill: true,
+        },
+        HistoryMemory::new(usize::MAX),
+    )
+}
+
+/// `u`'s messages 0..=5 published, and 0..=3 evicted by the history length.
+fn v3_keeping_4_and_5() -> Hub {
+    let hub = v3_backfilled(2);
+    hub.open_lane(0, 0);
+    for seq in 0..6 {
+        hub.publish_at("u", &format!("m{seq}"), at(seq));
+    }
+    hub
+}
+
+/// `u`'s messages `m{seq}` at `seqs`, as a client sees them.
+fn seen(seqs: &[u64]) -> Vec<Seen> {
+    seqs.iter().map(|&s| msg(at(s), &format!("m{s}"))).collect()
+}
+
+/// The gap of `sub`, once bounded (its lane is open).
+fn bounds(sub: &Subscription) -> Gap {
+    let handle = sub.gap().expect("a gap");
+    let mut cx = Context::from_waker(Waker::noop());
+    let bounds = std::pin::pin!(handle.bounds());
+    match bounds.poll(&mut cx) {
+        Poll::Ready(Some(gap)) => gap,
+        other => panic!("gap not bounded: {other:?}"),
+    }
+}
+
+/// Fills `sub`'s gap with `user`'s messages `m{seq}` at `seqs`.
+fn fill(sub: &mut Subscription, seqs: &[u64], budget: &BackfillBudget) {
+    let handle = sub.gap().expect("a gap");
+    let mut read = Backfilled::new(budget, 1000);
+    for &seq in seqs {
+        let frame = frame::message(&at(seq).to_string(), &format!("m{seq}"));
+        read.push(at(seq), frame).unwrap();
+    }
+    handle.fill(Ok(read));
+    sub.gap_filled();
+}
+
+#[test]
+fn a_gap_runs_to_where_the_history_vouches_and_is_sent_first() {
+    let hub = v3_keeping_4_and_5();
+    let mut sub = subscribe(&hub, "u", Some("0-1"));
+    assert!(sub.notices.is_empty());
+    assert_eq!(
+        bounds(&sub),
+        Gap {
+            lane: 0,
+            after: 1,
+            until: 3
+        }
+    );
+    // Nothing is sent before the gap is filled.
+    assert_eq!(drain(&mut sub), vec![]);
+    let budget = BackfillBudget::new(1 << 20);
+    fill(&mut sub, &[2, 3], &budget);
+    assert!(budget.used() > 0);
+    assert_eq!(drain(&mut sub), seen(&[2, 3, 4, 5]));
+    assert_eq!(budget.used(), 0, "written events give their memory back");
+    hub.publish_at("u", "m6", at(6));
+    assert_eq!(drain(&mut sub), vec![msg(at(6), "m6")]);
+}
+
+#[test]
+fn live_messages_wait_behind_the_gap() {
+    // This process started reading at 10: 5..=9 are read back.
+    let hub = v3_backfilled(100);
+    hub.open_lane(0, 10);
+    hub.publish_at("u", "m10", at(10));
+    let mut sub = subscribe(&hub, "u", Some("0-4"));
+    assert_eq!((bounds(&sub).after, bounds(&sub).until), (4, 9));
+    hub.publish_at("u", "m11", at(11));
+    assert_eq!(drain(&mut sub), vec![]);
+    fill(&mut sub, &[5, 9], &BackfillBudget::new(1 << 20));
+    hub.publish_at("u", "m12", at(12));
+    assert_eq!(drain(&mut sub), seen(&[5, 9, 10, 11, 12]));
+}
+
+#[test]
+fn history_evicted_while_the_gap_is_read_is_a_resync_after_it() {
+    let hub = v3_keeping_4_and_5();
+    let mut sub = subscribe(&hub, "u", Some("0-1"));
+    bounds(&sub);
+    // Two more: 4 and 5 leave the history before the stream got them.
+    hub.publish_at("u", "m6", at(6));
+    hub.publish_at("u", "m7", at(7));
+    fill(&mut sub, &[2, 3], &BackfillBudget::new(1 << 20));
+    assert_eq!(
+        drain(&mut sub),
+        vec![
+            msg(at(2), "m2"),
+            msg(at(3), "m3"),
+            Seen::Resync,
+            msg(at(6), "m6"),
+            msg(at(7), "m7")
+        ]
+    );
+}
+
+#[test]
+fn a_gap_on_a_lane_not_read_yet_is_bounded_once_it_opens() {
+    let hub = v3_backfilled(100);
+    let mut sub = subscribe(&hub, "u", Some("0-4"));
+    let handle = sub.gap().expect("a gap");
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut bounds_fut = Box::pin(handle.bounds());
+    assert!(bounds_fut.as_mut().poll(&mut cx).is_pending());
+    hub.open_lane(0, 10);
+    hub.publish_at("u", "m10", at(10));
+    let gap = match bounds_fut.as_mut().poll(&mut cx) {
+        Poll::Ready(Some(gap)) => gap,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((gap.after, gap.until), (4, 9));
+    fill(&mut sub, &[6, 9], &BackfillBudget::new(1 << 20));
+    assert_eq!(
+        drain(&mut sub),
+        vec![msg(at(6), "m6"), msg(at(9), "m9"), msg(at(10), "m10")]
+    );
+}
+
+#[test]
+fn an_unfilled_gap_is_a_resync_and_then_the_history() {
+    let hub = v3_backfilled(2);
+    hub.open_lane(0, 0);
+    for seq in 0..5 {
+        hub.publish_at("u", &format!("m{seq}"), at(seq));
+    }
+    let mut sub = subscribe(&hub, "u", Some("0-0"));
+    bounds(&sub);
+    sub.gap().unwrap().fill(Err(Unfilled::TooFar));
+    sub.gap_filled();
+    assert_eq!(
+        drain(&mut sub),
+        vec![Seen::Resync, msg(at(3), "m3"), msg(at(4), "m4")]
+    );
+}
+
+#[test]
+fn read_back_events_are_bounded_by_the_budget_and_the_history_length() {
+    let budget = BackfillBudget::new(100);
+    let frame = Bytes::from(vec![b'x'; 60]);
+    let mut read = Backfilled::new(&budget, 10);
+    assert!(read.push(at(1), frame.clone()).is_ok());
+    assert_eq!(read.push(at(2), frame.clone()), Err(Unfilled::TooLarge));
+    let mut other = Backfilled::new(&budget, 10);
+    assert_eq!(other.push(at(3), frame.clone()), Err(Unfilled::TooLarge));
+    drop(read);
+    assert_eq!(budget.used(), 0);
+    let mut short = Backfilled::new(&BackfillBudget::new(1 << 20), 1);
+    assert!(short.push(at(1), frame.clone()).is_ok());
+    assert_eq!(short.push(at(2), frame), Err(Unfilled::TooLarge));
+}
+
+#[test]
+fn a_resume_the_history_covers_needs_no_read_back() {
+    let hub = v3_backfilled(100);
+    hub.open_lane(0, 0);
+    for seq in 0..3 {
+        hub.publish_at("u", &format!("m{seq}"), at(seq));
+    }
+    let mut sub = subscribe(&hub, "u", Some("0-0"));
+    assert!(sub.gap().is_none());
+    assert_eq!(drain(&mut sub), vec![msg(at(1), "m1"), msg(at(2), "m2")]);
+}
+
+#[test]
+fn a_lane_numbered_anew_during_a_read_back_is_a_resync() {
+    let hub = v3_backfilled(100);
+    hub.open_lane(0, 10);
+    hub.publish_at("u", "m10", at(10));
+    let mut sub = subscribe(&hub, "u", Some("0-4"));
+    bounds(&sub);
+    hub.reset_lane(0);
+    hub.publish_at("u", "new 0", at(0));
+    // What the read-back brings is of the old numbering: not sent.
+    fill(&mut sub, &[5], &BackfillBudget::new(1 << 20));
+    assert_eq!(drain(&mut sub), vec![Seen::Resync, msg(at(0), "new 0")]);
 }

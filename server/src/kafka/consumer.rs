@@ -481,17 +481,19 @@ mod tests {
 
     #[test]
     fn consumer_config_is_at_least_once_in_its_own_group() {
-        let settings = Settings {
-            brokers: "b:9092".into(),
-            topic: "v3_messages".into(),
-            group: "ssepush-host-3000".into(),
-            timeout: Duration::from_secs(5),
-            session_timeout: Duration::from_secs(6),
-            fetch_wait: Duration::from_millis(10),
-            history_ttl: Duration::from_secs(600),
-            max_message: 65536,
-            max_frame: 128 * 1024,
-        };
+        let config_ = crate::config::Config::from_args([
+            "ssepush",
+            "--kafka-brokers",
+            "b:9092",
+            "--kafka-group",
+            "ssepush-host-3000",
+            "--kafka-session-timeout",
+            "6s",
+            "--kafka-fetch-wait",
+            "10ms",
+        ])
+        .unwrap();
+        let settings = Settings::from_config(&config_).unwrap();
         let c = config(&settings);
         assert_eq!(c.get("group.id"), Some("ssepush-host-3000"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));

@@ -11,6 +11,7 @@ mod context;
 mod producer;
 mod recent;
 pub mod record;
+mod replay;
 mod skipped;
 
 pub use producer::Unavailable;
@@ -28,7 +29,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
-    hub::{Hub, Position},
+    hub::{Hub, Position, Unfilled},
 };
 
 #[derive(Debug, Clone)]
@@ -46,6 +47,16 @@ pub struct Settings {
     pub max_message: usize,
     /// The largest encoded event ([`crate::frame::message_len`]).
     pub max_frame: usize,
+    /// Messages kept per user: also the most one resume reads back.
+    pub history_len: usize,
+    /// The most records of a partition one resume may read back.
+    pub replay_max_records: u64,
+    /// Readers (each one broker connection) reading back for resuming clients.
+    pub replay_max_concurrent: usize,
+    /// How long a resume may wait for its read-back.
+    pub replay_timeout: Duration,
+    /// Bytes of read-back events held at once, server-wide.
+    pub replay_max_bytes: usize,
 }
 
 impl Settings {
@@ -71,6 +82,11 @@ impl Settings {
             history_ttl: config.history_ttl,
             max_message: config.max_body,
             max_frame: config.max_frame_bytes,
+            history_len: config.history_len,
+            replay_max_records: config.replay_max_records,
+            replay_max_concurrent: config.replay_max_concurrent,
+            replay_timeout: config.replay_timeout,
+            replay_max_bytes: config.replay_max_bytes,
         })
     }
 }
@@ -84,6 +100,8 @@ pub struct Kafka {
 struct Shared {
     settings: Settings,
     producer: producer::Producer,
+    /// Reads back what resuming clients missed.
+    replayer: replay::Replayer,
     hub: Hub,
     metrics: Metrics,
     status: Mutex<Status>,
@@ -101,6 +119,8 @@ struct Status {
     reason: String,
     /// What the log says; compared to log only changes.
     detail: String,
+    /// The topic's partitions, as last seen.
+    partitions: Option<usize>,
 }
 
 /// What became of a record the consumer read.
@@ -134,21 +154,25 @@ impl Kafka {
             group = %settings.group,
             "kafka clients created"
         );
+        let tasks = TaskTracker::new();
+        let replayer = replay::Replayer::start(&settings, metrics.clone(), &tasks, &shutdown);
         let kafka = Self {
             shared: Arc::new(Shared {
                 settings,
                 producer,
+                replayer,
                 hub,
                 metrics,
                 status: Mutex::new(Status {
                     connected: false,
                     reason: "kafka: connecting".into(),
                     detail: String::new(),
+                    partitions: None,
                 }),
                 progress: Notify::new(),
                 records: AtomicU64::new(0),
                 skipped: AtomicU64::new(0),
-                tasks: TaskTracker::new(),
+                tasks,
             }),
         };
         let tasks = &kafka.shared.tasks;
@@ -165,6 +189,29 @@ impl Kafka {
 
     pub fn settings(&self) -> &Settings {
         &self.shared.settings
+    }
+
+    /// Reads back from the topic what a resuming stream missed and the history no longer has,
+    /// and hands it to the stream (or a resync, past the bounds).
+    pub async fn fill_gap(&self, gap: crate::hub::GapHandle) {
+        let partitions = self.status().partitions;
+        if partitions.is_some_and(|n| gap.last().lane >= n as u64) {
+            // No such partition: an id from another topic.
+            self.shared.metrics.replay(Unfilled::Gone.name());
+            gap.fill(Err(Unfilled::Gone));
+            return;
+        }
+        self.shared.replayer.fill(gap).await;
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.shared.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes of read-back events held now, and the most allowed.
+    pub fn replay_bytes(&self) -> (usize, usize) {
+        let budget = self.shared.replayer.budget();
+        (budget.used(), budget.max())
     }
 
     /// The hub the consumer feeds.
@@ -241,6 +288,7 @@ impl Kafka {
                 connected,
                 reason,
                 detail,
+                partitions,
             } = self.shared.producer.probe(&self.shared.settings).await;
             let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
             if status.connected != connected || (!connected && status.detail != detail) {
@@ -254,6 +302,7 @@ impl Kafka {
                 connected,
                 reason,
                 detail,
+                partitions: partitions.or(status.partitions),
             };
         }
     }

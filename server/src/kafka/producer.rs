@@ -41,6 +41,8 @@ pub struct Probe {
     pub reason: String,
     /// For the log.
     pub detail: String,
+    /// The topic's partition count, when connected.
+    pub partitions: Option<usize>,
 }
 
 /// How long past `--kafka-timeout` a POST waits for librdkafka's own verdict.
@@ -200,9 +202,11 @@ impl Producer {
         })
         .await;
         let topic = &settings.topic;
+        let mut partitions = None;
         let (connected, reason, detail) = match result {
             Ok(Ok(metadata)) => match metadata.topics().iter().find(|t| t.name() == topic) {
                 Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    partitions = Some(t.partitions().len());
                     let reason = format!(
                         "kafka connected; topic {topic} has {} partition(s)",
                         t.partitions().len()
@@ -234,6 +238,7 @@ impl Producer {
             connected,
             reason,
             detail,
+            partitions,
         }
     }
 }

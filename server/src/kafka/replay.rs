@@ -1,0 +1,356 @@
+//! Reading back from Kafka what a resuming v3 client missed and the history no longer has
+//! ([`crate::hub::Gap`]).
+//!
+//! A reconnect storm (an instance died, and its clients all come back here) must not open a
+//! broker connection per client, as one consumer per client would. A few readers, each with one
+//! consumer kept for the life of the process (`--replay-max-concurrent`), take the queued gaps;
+//! a reader takes every queued gap on the same partition at once and reads the span they cover
+//! a single time, handing each stream the records of its own user. A gap spanning more than
+//! `--replay-max-records`, one whose first record has left the topic, or one not read within
+//! `--replay-timeout` gets a resync instead.
+
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{Consumer, StreamConsumer},
+};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::{
+    sync::{Notify, oneshot},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{Settings, context::Throttle, record};
+use crate::{
+    frame,
+    hub::{BackfillBudget, Backfilled, Gap, GapHandle, Position, Unfilled},
+    metrics::Metrics,
+};
+
+/// How long a metadata request of a reader may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct Replayer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    queue: Mutex<VecDeque<Request>>,
+    queued: Notify,
+    budget: BackfillBudget,
+    metrics: Metrics,
+}
+
+/// One stream's gap, waiting for a reader.
+struct Request {
+    user: Arc<str>,
+    gap: Gap,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Backfilled, Unfilled>>,
+    read: Option<Backfilled>,
+}
+
+impl Request {
+    fn answer(self, result: Result<Backfilled, Unfilled>) {
+        let _ = self.reply.send(result);
+    }
+
+    /// Whether anyone still waits for it.
+    fn wanted(&self, now: Instant) -> bool {
+        !self.reply.is_closed() && self.deadline > now
+    }
+}
+
+impl Replayer {
+    /// Starts `--replay-max-concurrent` readers; each connects on its first gap.
+    pub fn start(
+        settings: &Settings,
+        metrics: Metrics,
+        tasks: &tokio_util::task::TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let replayer = Self {
+            inner: Arc::new(Inner {
+                settings: settings.clone(),
+                queue: Mutex::default(),
+                queued: Notify::new(),
+                budget: BackfillBudget::new(settings.replay_max_bytes),
+                metrics,
+            }),
+        };
+        for n in 0..settings.replay_max_concurrent {
+            tasks.spawn(reader(replayer.inner.clone(), n, shutdown.clone()));
+        }
+        replayer
+    }
+
+    pub fn budget(&self) -> &BackfillBudget {
+        &self.inner.budget
+    }
+
+    /// Reads back stream `gap`'s missed records and hands them to it, or a resync when that
+    /// can't be done within the bounds.
+    pub async fn fill(&self, handle: GapHandle) {
+        let settings = &self.inner.settings;
+        let deadline = Instant::now() + settings.replay_timeout;
+        let result = match tokio::time::timeout_at(deadline, handle.bounds()).await {
+            // The stream is gone.
+            Ok(None) => return,
+            Err(_) => Err(Unfilled::Timeout),
+            Ok(Some(gap)) if gap.span() == 0 => Ok(Backfilled::new(&self.inner.budget, 0)),
+            Ok(Some(gap)) if gap.span() > settings.replay_max_records => Err(Unfilled::TooFar),
+            Ok(Some(gap)) => self.read(handle.user(), gap, deadline).await,
+        };
+        let outcome = match &result {
+            Ok(read) => {
+                self.inner.metrics.replayed(read.len() as u64);
+                "filled"
+            }
+            Err(why) => why.name(),
+        };
+        self.inner.metrics.replay(outcome);
+        tracing::debug!(user = handle.user(), outcome, "kafka read-back");
+        handle.fill(result);
+    }
+
+    async fn read(&self, user: &str, gap: Gap, deadline: Instant) -> Result<Backfilled, Unfilled> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            user: Arc::from(user),
+            gap,
+            deadline,
+            reply,
+            read: Some(Backfilled::new(
+                &self.inner.budget,
+                self.inner.settings.history_len,
+            )),
+        };
+        self.inner.lock().push_back(request);
+        self.inner.queued.notify_one();
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            // Shutdown dropped it.
+            Ok(Err(_)) => Err(Unfilled::Unavailable),
+            Err(_) => Err(Unfilled::Timeout),
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Request>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The oldest queued gap still wanted, with every other queued gap on its partition whose
+    /// span together with the rest stays within `--replay-max-records`.
+    fn take_batch(&self) -> Vec<Request> {
+        let now = Instant::now();
+        let mut queue = self.lock();
+        queue.retain(|r| r.wanted(now));
+        let Some(first) = queue.pop_front() else {
+            return Vec::new();
+        };
+        let lane = first.gap.lane;
+        let (mut low, mut high) = (first.gap.after, first.gap.until);
+        let mut batch = vec![first];
+        let mut rest = VecDeque::with_capacity(queue.len());
+        for r in queue.drain(..) {
+            let (l, h) = (low.min(r.gap.after), high.max(r.gap.until));
+            if r.gap.lane == lane && h - l <= self.settings.replay_max_records {
+                (low, high) = (l, h);
+                batch.push(r);
+            } else {
+                rest.push_back(r);
+            }
+        }
+        *queue = rest;
+        batch
+    }
+}
+
+type ReplayConsumer = StreamConsumer;
+
+/// Settings for a reader: no group membership (partitions are assigned by hand), no commits,
+/// and an error rather than a jump when an offset has left the topic.
+fn consumer_config(settings: &Settings, n: usize) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", format!("{}-replay", settings.group))
+        .set("client.id", format!("{}-replay-{n}", settings.group))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "error")
+        .set("fetch.wait.max.ms", "100")
+        .set("socket.nagle.disable", "true")
+        .set("reconnect.backoff.max.ms", "2000");
+    config
+}
+
+async fn reader(inner: Arc<Inner>, n: usize, shutdown: CancellationToken) {
+    let mut consumer: Option<Arc<ReplayConsumer>> = None;
+    let errors = Throttle::new(Duration::from_secs(10));
+    loop {
+        let batch = inner.take_batch();
+        if batch.is_empty() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = inner.queued.notified() => continue,
+            }
+        }
+        let reader = match &consumer {
+            Some(c) => c.clone(),
+            None => match consumer_config(&inner.settings, n).create::<ReplayConsumer>() {
+                Ok(c) => consumer.insert(Arc::new(c)).clone(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka read-back: could not create a consumer");
+                    for r in batch {
+                        r.answer(Err(Unfilled::Unavailable));
+                    }
+                    continue;
+                }
+            },
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = read_batch(&inner, &reader, batch, &errors) => {}
+        }
+        // Stop fetching until the next batch.
+        if let Err(e) = reader.unassign() {
+            tracing::debug!(error = %e, "kafka read-back: unassign failed");
+        }
+    }
+}
+
+/// Reads one partition once over the span of every gap in `batch`, handing each its user's
+/// records as soon as the read passes its end.
+async fn read_batch(
+    inner: &Inner,
+    consumer: &Arc<ReplayConsumer>,
+    mut batch: Vec<Request>,
+    errors: &Throttle,
+) {
+    let settings = &inner.settings;
+    let lane = batch[0].gap.lane;
+    let Ok(partition) = i32::try_from(lane) else {
+        for r in batch {
+            r.answer(Err(Unfilled::Gone));
+        }
+        return;
+    };
+    let low = {
+        let (consumer, topic) = (consumer.clone(), settings.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            consumer.fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)
+        })
+        .await
+    };
+    let low = match low {
+        Ok(Ok((low, _))) => low,
+        Ok(Err(e)) => {
+            if errors.allow() {
+                tracing::warn!(partition, error = %e, "kafka read-back: no watermarks");
+            }
+            for r in batch {
+                r.answer(Err(Unfilled::Unavailable));
+            }
+            return;
+        }
+        Err(_) => return,
+    };
+    // A gap whose first record left the topic can't be filled.
+    let (gone, kept): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .partition(|r| (r.gap.after as i64).saturating_add(1) < low);
+    for r in gone {
+        r.answer(Err(Unfilled::Gone));
+    }
+    batch = kept;
+    let Some(from) = batch.iter().map(|r| r.gap.after + 1).min() else {
+        return;
+    };
+    let deadline = batch
+        .iter()
+        .map(|r| r.deadline)
+        .max()
+        .unwrap_or_else(Instant::now);
+    let mut assignment = TopicPartitionList::new();
+    let assigned = assignment
+        .add_partition_offset(&settings.topic, partition, Offset::Offset(from as i64))
+        .and_then(|()| consumer.assign(&assignment));
+    if let Err(e) = assigned {
+        tracing::warn!(partition, error = %e, "kafka read-back: assign failed");
+        for r in batch {
+            r.answer(Err(Unfilled::Unavailable));
+        }
+        return;
+    }
+    let mut read = 0u64;
+    while !batch.is_empty() {
+        let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Err(_) => break,
+            Ok(Err(e)) => {
+                if errors.allow() {
+                    tracing::warn!(partition, error = %e, "kafka read-back: consume error");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Ok(Ok(m)) => m,
+        };
+        let offset = message.offset();
+        if message.partition() != partition || offset < from as i64 {
+            continue;
+        }
+        read += 1;
+        let offset = offset as u64;
+        let parsed = record::parse(message.payload(), settings.max_message)
+            .ok()
+            .filter(|(_, text)| frame::message_len(text) <= settings.max_frame);
+        if let Some((user, text)) = parsed {
+            let position = Position::new(lane, offset);
+            let mut event = None;
+            for r in batch.iter_mut() {
+                if *r.user != *user || offset <= r.gap.after || offset > r.gap.until {
+                    continue;
+                }
+                let event = event
+                    .get_or_insert_with(|| frame::message(&position.to_string(), text))
+                    .clone();
+                let full = r
+                    .read
+                    .as_mut()
+                    .is_some_and(|b| b.push(position, event).is_err());
+                if full {
+                    r.read = None;
+                }
+            }
+        }
+        let now = Instant::now();
+        let mut open = Vec::with_capacity(batch.len());
+        for mut r in batch {
+            if !r.wanted(now) {
+                r.answer(Err(Unfilled::Timeout));
+            } else if r.read.is_none() {
+                r.answer(Err(Unfilled::TooLarge));
+            } else if offset >= r.gap.until {
+                let read = r.read.take().ok_or(Unfilled::TooLarge);
+                r.answer(read);
+            } else {
+                open.push(r);
+            }
+        }
+        batch = open;
+    }
+    inner.metrics.replay_read(read);
+    for r in batch {
+        r.answer(Err(Unfilled::Timeout));
+    }
+}
