@@ -397,6 +397,8 @@ enum Op {
     Read(prop::sample::Index),
     /// Every stream reads all it has.
     ReadAll,
+    /// The source's read-back for one stream with a gap comes in (with backfill on).
+    Fill(prop::sample::Index),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -409,6 +411,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Sweep),
         2 => any::<prop::sample::Index>().prop_map(Op::Read),
         1 => Just(Op::ReadAll),
+        2 => any::<prop::sample::Index>().prop_map(Op::Fill),
     ]
 }
 
@@ -425,19 +428,29 @@ struct Open {
 ///
 /// The history budget holds about `budget` entries across users, so it evicts too; streams
 /// read slowly, so replays meet live messages and evictions.
+///
+/// With `backfill`, a resume the history can't serve has a gap, filled by a later
+/// [`Op::Fill`] from the log of what was published, as the source would.
 fn check(
-    numbering: Numbering,
+    (numbering, backfill): (Numbering, bool),
     history_len: usize,
     budget: usize,
     ops: &[Op],
 ) -> Result<(), TestCaseError> {
     let memory = HistoryMemory::new(budget * (memory::ENTRY_OVERHEAD + 80));
-    let hub = hub_in(
-        numbering,
-        history_len,
-        Duration::from_secs(600),
+    let hub = Hub::new(
+        HubConfig {
+            name: "test",
+            history_len,
+            history_ttl: Duration::from_secs(600),
+            queue_len: 10_000,
+            max_streams_per_user: 64,
+            numbering,
+            backfill,
+        },
         memory.clone(),
     );
+    let read_back = BackfillBudget::new(1 << 20);
     if numbering == Numbering::Source {
         hub.open_lane(0, 0);
     }
@@ -499,6 +512,7 @@ fn check(
             }
             Op::Drop(i) if !open.is_empty() => {
                 let mut o = open.swap_remove(i.index(open.len()));
+                fill_from(&mut o.sub, &published, &read_back);
                 o.seen.extend(drain(&mut o.sub));
                 closed.push(o);
             }
@@ -515,12 +529,23 @@ fn check(
                     o.seen.extend(drain(&mut o.sub));
                 }
             }
+            Op::Fill(i) => {
+                let gaps: Vec<usize> = (0..open.len())
+                    .filter(|&n| open[n].sub.gap().is_some())
+                    .collect();
+                if !gaps.is_empty() {
+                    let o = &mut open[gaps[i.index(gaps.len())]];
+                    fill_from(&mut o.sub, &published, &read_back);
+                }
+            }
         }
         prop_assert!(memory.used() <= memory.max(), "{memory:?}");
     }
     for o in &mut open {
+        fill_from(&mut o.sub, &published, &read_back);
         o.seen.extend(drain(&mut o.sub));
     }
+    prop_assert_eq!(read_back.used(), 0);
     for o in open.iter().chain(&closed) {
         let ids: Vec<&String> = o
             .seen
@@ -549,6 +574,25 @@ fn check(
     Ok(())
 }
 
+/// Fills `sub`'s gap, if it has one, with its user's messages in it from `published`
+/// (user, id, text), as the source would read them back.
+fn fill_from(sub: &mut Subscription, published: &[(u8, String, String)], budget: &BackfillBudget) {
+    let Some(handle) = sub.gap() else {
+        return;
+    };
+    let gap = bounds(sub);
+    let mut read = Backfilled::new(budget, 1000);
+    for (u, id, text) in published {
+        let position: Position = id.parse().unwrap();
+        if format!("u{u}") == handle.user() && position.seq > gap.after && position.seq <= gap.until
+        {
+            read.push(position, frame::message(id, text)).unwrap();
+        }
+    }
+    handle.fill(Ok(read));
+    sub.gap_filled();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -558,7 +602,7 @@ proptest! {
         history_len in 1usize..6,
         budget in 2usize..12,
     ) {
-        check(Numbering::Own, history_len, budget, &ops)?;
+        check((Numbering::Own, false), history_len, budget, &ops)?;
     }
 
     #[test]
@@ -567,7 +611,16 @@ proptest! {
         history_len in 1usize..6,
         budget in 2usize..12,
     ) {
-        check(Numbering::Source, history_len, budget, &ops)?;
+        check((Numbering::Source, false), history_len, budget, &ops)?;
+    }
+
+    #[test]
+    fn read_backs_never_duplicate_and_fill_what_the_history_lacks(
+        ops in prop::collection::vec(op(), 1..60),
+        history_len in 1usize..6,
+        budget in 2usize..12,
+    ) {
+        check((Numbering::Source, true), history_len, budget, &ops)?;
     }
 }
 
