@@ -142,6 +142,16 @@ impl Broker {
     /// before any is acknowledged), so they reach the broker as multi-record batches. Returns
     /// their offsets in order.
     pub async fn produce_batched(&self, values: &[Vec<u8>], linger_ms: u32) -> Vec<i64> {
+        self.produce_batched_at(values, linger_ms, None).await
+    }
+
+    /// [`Broker::produce_batched`], every record stamped `timestamp_ms` when given.
+    pub async fn produce_batched_at(
+        &self,
+        values: &[Vec<u8>],
+        linger_ms: u32,
+        timestamp_ms: Option<i64>,
+    ) -> Vec<i64> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.addr)
             .set("message.timeout.ms", "20000")
@@ -151,16 +161,33 @@ impl Broker {
             .set("acks", "all")
             .create()
             .unwrap();
-        let sends: Vec<_> = values
-            .iter()
-            .map(|v| {
-                let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(TOPIC).payload(v);
-                producer.send(record, Timeout::After(Duration::from_secs(20)))
-            })
-            .collect();
+        // Every record is handed to librdkafka before any is awaited (`send` would wait for
+        // each in turn, one record per batch).
+        let mut deliveries = Vec::with_capacity(values.len());
+        for v in values {
+            let mut record: FutureRecord<'_, (), [u8]> = FutureRecord::to(TOPIC).payload(v);
+            record.timestamp = timestamp_ms;
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => break deliveries.push(delivery),
+                    // Its queue is full: let it send some.
+                    Err((_, back)) if std::time::Instant::now() < deadline => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => panic!("produce: {e}"),
+                }
+            }
+        }
         let mut offsets = Vec::with_capacity(values.len());
-        for send in sends {
-            offsets.push(send.await.expect("produced").offset);
+        for delivery in deliveries {
+            let delivered = delivery
+                .await
+                .expect("delivery")
+                .map_err(|(e, _)| e)
+                .expect("produced");
+            offsets.push(delivered.offset);
         }
         offsets
     }
