@@ -206,3 +206,27 @@ async fn a_reconnect_storm_shares_the_readers() {
     b.stop().await;
     broker.down().await;
 }
+
+/// A client whose last id is inside a batch of records gets the rest of that batch read back
+/// too (tansu answers a fetch from inside a batch with the next one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_back_from_inside_a_batch_misses_none_of_it() {
+    let mut broker = Broker::start().await;
+    let texts: Vec<String> = (0..100).map(|i| format!("batched {i}")).collect();
+    let values: Vec<Vec<u8>> = texts
+        .iter()
+        .map(|t| format!("demo:{t}").into_bytes())
+        .collect();
+    let offsets = broker.produce_batched(&values, 50).await;
+    let b = server_with(&broker, "replay-inside", &TINY_HISTORY).await;
+    wait_consuming(&b, &mut broker).await;
+    consumed(&b, values.len() as u64 + 1).await;
+    let mut on_b = b
+        .open_with("v3", "demo", Some(&format!("0-{}", offsets[49])))
+        .await;
+    expect_all(&mut on_b, &texts[50..], &offsets[50..]).await;
+    quiet(&mut on_b, 500).await;
+    assert!(b.metric("ssepush_kafka_replayed_messages_total").await >= 40);
+    b.stop().await;
+    broker.down().await;
+}

@@ -281,17 +281,24 @@ async fn read_batch(
         .map(|r| r.deadline)
         .max()
         .unwrap_or_else(Instant::now);
-    let mut assignment = TopicPartitionList::new();
-    let assigned = assignment
-        .add_partition_offset(&settings.topic, partition, Offset::Offset(from as i64))
-        .and_then(|()| consumer.assign(&assignment));
-    if let Err(e) = assigned {
+    let assign = |start: u64| {
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&settings.topic, partition, Offset::Offset(start as i64))
+            .and_then(|()| consumer.assign(&assignment))
+    };
+    // Where the read starts: `from`, or earlier when the broker answers past it.
+    let mut start = from;
+    let mut back = 1u64;
+    if let Err(e) = assign(start) {
         tracing::warn!(partition, error = %e, "kafka read-back: assign failed");
         for r in batch {
             r.answer(Err(Unfilled::Unavailable));
         }
         return;
     }
+    let mut first = true;
+    let mut last: Option<i64> = None;
     let mut read = 0u64;
     while !batch.is_empty() {
         let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
@@ -306,10 +313,30 @@ async fn read_batch(
             Ok(Ok(m)) => m,
         };
         let offset = message.offset();
-        if message.partition() != partition || offset < from as i64 {
+        if message.partition() != partition || offset < start as i64 {
             continue;
         }
+        // Some brokers (tansu) answer a fetch from inside a batch with the next batch, leaving
+        // out the rest of the first: a read that begins past `from` begins again earlier, until
+        // it covers `from` or starts at the log's start.
+        if std::mem::take(&mut first) && offset > from as i64 && start > low as u64 {
+            start = from.saturating_sub(back).max(low as u64);
+            back = back.saturating_mul(8);
+            first = true;
+            if assign(start).is_err() {
+                break;
+            }
+            continue;
+        }
+        // Each offset once: the same broker may hand the last batch out again.
+        if last.is_some_and(|l| offset <= l) {
+            continue;
+        }
+        last = Some(offset);
         read += 1;
+        if offset < from as i64 {
+            continue;
+        }
         let offset = offset as u64;
         let parsed = record::parse(message.payload(), settings.max_message)
             .ok()
