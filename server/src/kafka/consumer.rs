@@ -37,6 +37,7 @@ use super::{
     recent::Recent,
     record,
     skipped::SkippedLog,
+    time_search,
 };
 use crate::hub::Position;
 
@@ -277,11 +278,18 @@ impl Opening {
         offset: i64,
     ) -> Self {
         let cutoff_ms = now_millis().saturating_sub(settings.history_ttl.as_millis() as i64);
-        let catch_up_end = watermarks(consumer, &settings.topic, partition)
+        let mut catch_up_end = watermarks(consumer, &settings.topic, partition)
             .await
             .map_or(offset, |(_, high)| high);
         let window = match window_start(consumer, settings, partition, cutoff_ms).await {
-            Ok(found) => found.unwrap_or(catch_up_end),
+            Ok(Some(found)) => {
+                // A broker without a time index answers with the log's start.
+                let range = (found.max(offset), catch_up_end);
+                let read = time_search::first_recent(settings, partition, range, cutoff_ms).await;
+                catch_up_end = catch_up_end.max(read.end);
+                read.window
+            }
+            Ok(None) => catch_up_end,
             Err(e) => {
                 tracing::warn!(partition, error = %e, "kafka: could not look up the history window's first offset");
                 offset

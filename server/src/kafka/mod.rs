@@ -13,6 +13,7 @@ mod recent;
 pub mod record;
 mod replay;
 mod skipped;
+mod time_search;
 
 pub use producer::Unavailable;
 
