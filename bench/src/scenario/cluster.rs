@@ -156,6 +156,7 @@ pub async fn worker(opts: WorkerOpts) -> Result<()> {
                 open_stream(server, &path, Kind::Ssepush, 8192, Duration::from_secs(60)).await;
             drop(permit);
             let _ = opened_tx.send(opened.is_ok());
+            drop(opened_tx);
             let Ok(mut stream) = opened else { return };
             loop {
                 let mut on_item = |item| {
@@ -195,8 +196,13 @@ pub async fn worker(opts: WorkerOpts) -> Result<()> {
     }
     drop(opened_tx);
     let (mut ok, mut failed) = (0u64, 0u64);
-    while let Some(opened) = opened_rx.recv().await {
-        if opened { ok += 1 } else { failed += 1 }
+    // Every task answers once (and keeps its sender while it reads, so count the answers).
+    for _ in 0..opts.streams {
+        match opened_rx.recv().await {
+            Some(true) => ok += 1,
+            Some(false) => failed += 1,
+            None => break,
+        }
     }
     let mut stdout = tokio::io::stdout();
     stdout

@@ -217,7 +217,7 @@ fn save_smaps(pid: u32, path: &std::path::Path) {
                 .unwrap_or(0);
         }
     }
-    maps.sort_by(|a, b| b.0.cmp(&a.0));
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
     let total: u64 = maps.iter().map(|m| m.0).sum();
     let mut out = format!("total Rss {total} kB in {} mappings\n", maps.len());
     for (rss, line) in maps.iter().take(40) {
