@@ -215,6 +215,13 @@ impl Spawned {
                 command.env(var, value);
             }
         }
+        // Allocator settings, for measuring their effect on RSS (e.g. MALLOC_ARENA_MAX=2).
+        for (var, value) in std::env::vars() {
+            if var.starts_with("MALLOC_") || var.starts_with("MIMALLOC_") || var == "GLIBC_TUNABLES"
+            {
+                command.env(var, value);
+            }
+        }
         let child = command
             .spawn()
             .with_context(|| format!("spawn {}", program.display()))?;

@@ -3,7 +3,9 @@
 
 use anyhow::{Context, Result};
 use bench::procstat::{Binaries, Kind, clk_tck, raise_fd_limit};
-use bench::scenario::{churn, drain, fanout, idle, idle_h2, kafka, progress, wide};
+use bench::scenario::{
+    absent, churn, cluster, drain, fanout, idle, idle_h2, kafka, memory, progress, startup, wide,
+};
 use bench::table::{Row, render};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
@@ -20,6 +22,25 @@ enum Scenario {
     Wide,
     Kafka,
     Churn,
+    /// Start-up time with many records older than the history window (not in the default run).
+    StartupRetention,
+    /// RSS of an instance reading a cluster's traffic for users it does not serve (not in the
+    /// default run).
+    MemoryTraffic,
+    /// CPU per Kafka record for users without a stream (not in the default run).
+    AbsentCpu,
+    /// Several instances, one broker, streams spread over them (not in the default run).
+    Cluster,
+}
+
+impl Scenario {
+    /// The issue-13 scenarios run only when named: together they take several minutes.
+    fn on_request_only(self) -> bool {
+        matches!(
+            self,
+            Self::StartupRetention | Self::MemoryTraffic | Self::AbsentCpu | Self::Cluster
+        )
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -124,6 +145,55 @@ struct Args {
     /// churn: cycles in flight at once.
     #[arg(long, default_value_t = 64)]
     churn_concurrency: usize,
+
+    /// startup-retention: records older than the history window [2000000; quick 200000].
+    #[arg(long)]
+    startup_old: Option<u64>,
+    /// startup-retention: records inside the history window.
+    #[arg(long, default_value_t = 10_000)]
+    startup_recent: u64,
+    /// startup-retention: runs of each size, alternating [2; quick 1].
+    #[arg(long)]
+    startup_runs: Option<usize>,
+
+    /// memory-traffic: distinct users [200000; quick 20000].
+    #[arg(long)]
+    memory_users: Option<u64>,
+    /// memory-traffic: records per user.
+    #[arg(long, default_value_t = 5)]
+    memory_per_user: u64,
+    /// memory-traffic: record message size in bytes.
+    #[arg(long, default_value_t = 200)]
+    memory_payload: usize,
+    /// memory-traffic: --history-max-bytes, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_budget_mib: u64,
+
+    /// absent-cpu: records per round [1000000; quick 100000].
+    #[arg(long)]
+    absent_records: Option<u64>,
+    /// absent-cpu: users the records are spread over.
+    #[arg(long, default_value_t = 100_000)]
+    absent_users: u64,
+    /// absent-cpu: rounds [3; quick 1].
+    #[arg(long)]
+    absent_rounds: Option<usize>,
+
+    /// cluster: ssepush instances.
+    #[arg(long, default_value_t = 4)]
+    cluster_instances: usize,
+    /// cluster: streams per instance [15000; quick 1000].
+    #[arg(long)]
+    cluster_streams: Option<usize>,
+    /// cluster: records per second across all users [20000; quick 2000].
+    #[arg(long)]
+    cluster_rate: Option<u64>,
+    /// cluster: seconds of the measured steady window [60; quick 10].
+    #[arg(long)]
+    cluster_secs: Option<u64>,
+    /// cluster: seconds of records for users without streams, for their CPU [10; quick 5].
+    #[arg(long)]
+    cluster_absent_secs: Option<u64>,
 }
 
 impl Args {
@@ -133,7 +203,11 @@ impl Args {
     }
 
     fn wants(&self, scenario: Scenario) -> bool {
-        self.scenario.is_empty() || self.scenario.contains(&scenario)
+        if self.scenario.is_empty() {
+            !scenario.on_request_only()
+        } else {
+            self.scenario.contains(&scenario)
+        }
     }
 }
 
@@ -295,6 +369,74 @@ async fn main() -> Result<()> {
         let ours = churn::run(&bins, Kind::Ssepush, &cfg).await;
         let base = churn::run(&bins, Kind::Baseline, &cfg).await;
         rows.extend(churn::rows(&ours, &base));
+    }
+
+    if args.wants(Scenario::StartupRetention) {
+        let cfg = startup::Config {
+            old: args.size(args.startup_old, 2_000_000, 200_000),
+            recent: args.startup_recent,
+            payload: args.payload,
+            runs: args.size(args.startup_runs, 2, 1),
+            history_ttl_secs: 600,
+            topic: args.kafka_topic.clone(),
+        };
+        sizes.push(format!(
+            "startup-retention N = 0 and {} old + {} recent records x {} runs",
+            cfg.old, cfg.recent, cfg.runs
+        ));
+        rows.extend(startup::rows(&startup::run(&bins, &cfg).await));
+    }
+
+    if args.wants(Scenario::MemoryTraffic) {
+        let cfg = memory::Config {
+            users: args.size(args.memory_users, 200_000, 20_000),
+            per_user: args.memory_per_user,
+            payload: args.memory_payload,
+            budget_mib: args.memory_budget_mib,
+            settle: Duration::from_secs(5),
+            topic: args.kafka_topic.clone(),
+        };
+        sizes.push(format!(
+            "memory-traffic {} users x {} records of {} B, budget {} MiB",
+            cfg.users, cfg.per_user, cfg.payload, cfg.budget_mib
+        ));
+        rows.extend(memory::rows(&memory::run(&bins, &cfg).await));
+    }
+
+    if args.wants(Scenario::AbsentCpu) {
+        let cfg = absent::Config {
+            records: args.size(args.absent_records, 1_000_000, 100_000),
+            users: args.absent_users,
+            payload: args.payload,
+            rounds: args.size(args.absent_rounds, 3, 1),
+            topic: args.kafka_topic.clone(),
+        };
+        sizes.push(format!(
+            "absent-cpu {} records x {} rounds over {} users",
+            cfg.records, cfg.rounds, cfg.users
+        ));
+        rows.extend(absent::rows(&absent::run(&bins, &cfg).await));
+    }
+
+    if args.wants(Scenario::Cluster) {
+        let cfg = cluster::Config {
+            instances: args.cluster_instances,
+            streams: args.size(args.cluster_streams, 15_000, 1_000),
+            rate: args.size(args.cluster_rate, 20_000, 2_000),
+            idle_secs: 5,
+            warmup_secs: 5,
+            steady_secs: args.size(args.cluster_secs, 60, 10),
+            absent_secs: args.size(args.cluster_absent_secs, 10, 5),
+            payload: args.payload,
+            concurrency: args.open_concurrency,
+            topic: args.kafka_topic.clone(),
+            worker: None,
+        };
+        sizes.push(format!(
+            "cluster {} instances x {} streams, {} records/s for {} s",
+            cfg.instances, cfg.streams, cfg.rate, cfg.steady_secs
+        ));
+        rows.extend(cluster::rows(&cluster::run(&bins, &cfg).await));
     }
 
     let mut table = render(&rows);

@@ -84,7 +84,7 @@ pub enum Skip {
 }
 
 /// Sends a signal to a process with `kill(1)` (the workspace forbids `unsafe`, so no libc).
-async fn signal(pid: u32, sig: &str) -> Result<()> {
+pub(crate) async fn signal(pid: u32, sig: &str) -> Result<()> {
     let status = tokio::process::Command::new("kill")
         .args([sig, &pid.to_string()])
         .status()

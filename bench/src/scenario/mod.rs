@@ -4,12 +4,17 @@
 //! deadlines, and stops them (the processes are `kill_on_drop`, so an early error cannot leave
 //! one behind).
 
+pub mod absent;
 pub mod churn;
+pub mod cluster;
 pub mod drain;
 pub mod fanout;
 pub mod idle;
 pub mod idle_h2;
 pub mod kafka;
+pub mod memory;
+pub mod records;
+pub mod startup;
 pub mod wide;
 
 use crate::http::SseStream;

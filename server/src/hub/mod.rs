@@ -421,6 +421,11 @@ impl Hub {
         let memory = &self.shared.memory;
         let serial = memory.next_serial();
         memory.add(frame.len());
+        if entry.history.capacity() == 0 {
+            // Most users of a clustered instance hold one or two messages: room for one, not
+            // the four a first push reserves.
+            entry.history.reserve_exact(1);
+        }
         entry.history.push_back(Entry {
             serial,
             position,

@@ -1,0 +1,200 @@
+//! absent-cpu: the server's CPU per Kafka record for a user with no stream on this instance:
+//! the record's parse and its history insert (and, once the budget is full, an eviction).
+//!
+//! The consumer is proved live with a probe record; the server's idle CPU is read over a few
+//! seconds while `/metrics` is polled as it is later. Then, per round: the server is paused
+//! (SIGSTOP), `records` records for `users` users without streams are produced, the server is
+//! resumed in front of that backlog, and its utime + stime until `/metrics` says it has read
+//! them all, less the idle rate over the same time, is divided by the records.
+
+use super::kafka::signal;
+use super::records::{Producer, RECORDS_READ, metric, probe_consumer, wait_for_metric};
+use super::{median, progress};
+use crate::procstat::{Binaries, CpuMark, Kind, Server};
+use crate::table::{Row, fmt_num};
+use crate::tansu::{Broker, find_tansu};
+use anyhow::{Context, Result, ensure};
+use std::time::{Duration, Instant};
+
+/// Sizes for absent-cpu.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Records per round.
+    pub records: u64,
+    /// Users the records are spread over (none has a stream).
+    pub users: u64,
+    pub payload: usize,
+    pub rounds: usize,
+    pub topic: String,
+}
+
+/// One round.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    /// CPU per record less the idle rate, user + kernel, in microseconds.
+    pub us_per_record: f64,
+    pub user_us_per_record: f64,
+    pub sys_us_per_record: f64,
+    pub records_per_sec: f64,
+}
+
+/// What absent-cpu measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub records: u64,
+    pub users: u64,
+    pub idle_us_per_sec: f64,
+    pub rounds: Vec<Round>,
+    pub rss_mib: f64,
+}
+
+pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
+    let tansu = find_tansu().context("tansu not on PATH (scripts/install-deps.sh installs it)")?;
+    let broker = Broker::start(&tansu, &bins.log_dir, &cfg.topic).await?;
+    let mut producer = Producer::backlog(broker.addr, &cfg.topic)?;
+    let extra = [
+        "--kafka-brokers".to_string(),
+        broker.addr.to_string(),
+        "--kafka-topic".into(),
+        cfg.topic.clone(),
+        // The server is paused while a backlog is produced: its group membership must outlast
+        // the pause.
+        "--kafka-session-timeout=60s".into(),
+    ];
+    let server = Server::start(bins, Kind::Ssepush, &extra).await?;
+    let (addr, pid) = (server.addr, server.pid());
+    probe_consumer(&mut producer, addr, "probe", 1.0, Duration::from_secs(60)).await?;
+    let mut read = metric(addr, RECORDS_READ).await.unwrap_or(0.0);
+
+    // Idle: the same /metrics polling as below, nothing to read.
+    let idle = CpuMark::now(pid)?;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let _ = metric(addr, RECORDS_READ).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let idle = idle.since(pid)?;
+    let idle_us_per_sec = idle.total_us() as f64 / idle.wall.as_secs_f64();
+    progress(format!(
+        "absent-cpu: idle {idle_us_per_sec:.0} us CPU per second"
+    ));
+
+    let pad = "x".repeat(cfg.payload.saturating_sub(20));
+    let mut rounds = Vec::new();
+    let mut seq = 0u64;
+    for round in 0..cfg.rounds {
+        signal(pid, "-STOP").await?;
+        for _ in 0..cfg.records {
+            let value = format!("a_{}:{seq} {pad}", seq % cfg.users);
+            seq += 1;
+            producer.send(value.as_bytes(), None).await?;
+        }
+        let acked = producer.flush(Duration::from_secs(300)).await;
+        let mark = CpuMark::now(pid);
+        signal(pid, "-CONT").await?;
+        let (acked, mark) = (acked?, mark?);
+        ensure!(
+            acked == producer.sent(),
+            "only {acked} of {} records were acknowledged",
+            producer.sent()
+        );
+        let target = read + cfg.records as f64;
+        let now = wait_for_metric(
+            addr,
+            RECORDS_READ,
+            target,
+            Duration::from_millis(200),
+            Duration::from_secs(20),
+            Duration::from_secs(600),
+        )
+        .await;
+        let used = mark.since(pid)?;
+        ensure!(
+            now >= target,
+            "round {round}: the server read {} of {} records",
+            now - read,
+            cfg.records
+        );
+        read = now;
+        let wall = used.wall.as_secs_f64();
+        let idle_share = idle_us_per_sec * wall;
+        let n = cfg.records as f64;
+        // The idle rate is split between user and kernel as it was measured.
+        let idle_user = idle_share * idle.user_us as f64 / idle.total_us().max(1) as f64;
+        let r = Round {
+            us_per_record: (used.total_us() as f64 - idle_share) / n,
+            user_us_per_record: (used.user_us as f64 - idle_user) / n,
+            sys_us_per_record: (used.sys_us as f64 - (idle_share - idle_user)) / n,
+            records_per_sec: n / wall,
+        };
+        progress(format!(
+            "absent-cpu: round {} of {}: {r:?} (CPU {} us over {wall:.2} s)",
+            round + 1,
+            cfg.rounds,
+            used.total_us()
+        ));
+        rounds.push(r);
+    }
+    let rss_mib = server.rss_kib()? as f64 / 1024.0;
+    server.stop().await;
+    broker.stop().await;
+    Ok(Outcome {
+        records: cfg.records,
+        users: cfg.users,
+        idle_us_per_sec,
+        rounds,
+        rss_mib,
+    })
+}
+
+/// Rows for absent-cpu.
+pub fn rows(outcome: &Result<Outcome>) -> Vec<Row> {
+    const S: &str = "absent-cpu";
+    let o = match outcome {
+        Ok(o) => o,
+        Err(err) => return vec![Row::note(S, &format!("failed: {err:#}"), Some(false))],
+    };
+    let med = |f: fn(&Round) -> f64| median(&o.rounds.iter().map(f).collect::<Vec<_>>());
+    let total = med(|r| r.us_per_record);
+    let all: Vec<String> = o
+        .rounds
+        .iter()
+        .map(|r| format!("{:.3}", r.us_per_record))
+        .collect();
+    vec![
+        Row::target(
+            S,
+            &format!(
+                "CPU per record, user without a stream (us, user + kernel, median of {} rounds of {} records, {} users)",
+                o.rounds.len(),
+                fmt_num(o.records as f64),
+                fmt_num(o.users as f64)
+            ),
+            total,
+            None,
+            "<= 1",
+            total.map(|t| t <= 1.0),
+        ),
+        Row::info(S, "of which user (us)", med(|r| r.user_us_per_record), None),
+        Row::info(
+            S,
+            "of which kernel (us)",
+            med(|r| r.sys_us_per_record),
+            None,
+        ),
+        Row::info(
+            S,
+            "records read per second",
+            med(|r| r.records_per_sec),
+            None,
+        ),
+        Row::info(
+            S,
+            "idle CPU subtracted (us per second)",
+            Some(o.idle_us_per_sec),
+            None,
+        ),
+        Row::info(S, "RSS at the end (MiB)", Some(o.rss_mib), None),
+        Row::note(S, &format!("every round (us): {}", all.join(" ")), None),
+    ]
+}
