@@ -37,7 +37,6 @@ use super::{
     recent::Recent,
     record,
     skipped::SkippedLog,
-    time_search,
 };
 use crate::hub::Position;
 
@@ -170,7 +169,8 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
         let assignment = consumer.context().assignments();
         match partitions.get_mut(&partition) {
             None => {
-                let opening = Opening::look_up(&consumer, settings, partition, offset).await;
+                let first = (offset, message.timestamp().to_millis());
+                let opening = Opening::look_up(&consumer, settings, partition, first).await;
                 partitions.insert(
                     partition,
                     Partition {
@@ -278,24 +278,38 @@ struct Opening {
 }
 
 impl Opening {
+    /// `offset` and `stamp` are the first record's the consumer was handed.
     async fn look_up(
         consumer: &Arc<KafkaConsumer>,
         settings: &Settings,
         partition: i32,
-        offset: i64,
+        (offset, stamp): (i64, Option<i64>),
     ) -> Self {
         let cutoff_ms = now_millis().saturating_sub(settings.history_ttl.as_millis() as i64);
-        let mut catch_up_end = watermarks(consumer, &settings.topic, partition)
+        let catch_up_end = watermarks(consumer, &settings.topic, partition)
             .await
             .map_or(offset, |(_, high)| high);
         let window = match window_start(consumer, settings, partition, cutoff_ms).await {
-            Ok(Some(found)) => {
-                // A broker without a time index answers with the log's start.
-                let range = (found.max(offset), catch_up_end);
-                let read = time_search::first_recent(settings, partition, range, cutoff_ms).await;
-                catch_up_end = catch_up_end.max(read.end);
-                read.window
+            Ok(Some(found)) if found <= offset && stamp.is_some_and(|t| t < cutoff_ms) => {
+                // The first record is older than the window. A broker without a time index
+                // (tansu) gives the log's start for any time; where the window starts is then
+                // known only by reading the partition, which took seconds for 2,000,000 old
+                // records. Reading starts at the log's end instead: resumes from before it are
+                // read back from Kafka.
+                let far = now_millis().saturating_add(86_400_000);
+                match window_start(consumer, settings, partition, far).await {
+                    Ok(Some(_)) => {
+                        tracing::info!(
+                            partition,
+                            end = catch_up_end,
+                            "kafka: the broker has no time index; reading starts at the log's end, and resumes from before it are read back from Kafka"
+                        );
+                        catch_up_end
+                    }
+                    _ => found,
+                }
             }
+            Ok(Some(found)) => found,
             Ok(None) => catch_up_end,
             Err(e) => {
                 tracing::warn!(partition, error = %e, "kafka: could not look up the history window's first offset");

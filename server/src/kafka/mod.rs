@@ -13,7 +13,6 @@ mod recent;
 pub mod record;
 mod replay;
 mod skipped;
-mod time_search;
 
 pub use producer::Unavailable;
 
