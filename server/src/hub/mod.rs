@@ -19,7 +19,7 @@ pub use queue::{Closed, Next, StreamQueue, now_ms};
 use bytes::{Bytes, BytesMut};
 use std::{
     collections::{HashMap, VecDeque},
-    hash::{BuildHasher, RandomState},
+    hash::BuildHasher,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
@@ -94,7 +94,9 @@ pub struct Hub {
 struct Shared {
     config: HubConfig,
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    /// Picks a user's shard. The shard's map has its own, DoS-resistant hasher: all this one
+    /// decides is which lock a user shares.
+    hasher: foldhash::fast::RandomState,
     /// Lane of the ids this hub assigns itself (v2): the process start time in milliseconds, so
     /// ids from an earlier process are recognised as such.
     local_lane: u64,
@@ -261,7 +263,7 @@ impl Hub {
             shared: Arc::new(Shared {
                 config,
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-                hasher: RandomState::new(),
+                hasher: foldhash::fast::RandomState::default(),
                 local_lane,
                 next_seq: AtomicU64::new(1),
                 lanes: lanes::Lanes::default(),

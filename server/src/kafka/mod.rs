@@ -20,7 +20,10 @@ use crate::metrics::{Api, Metrics, Source};
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{
+            AtomicU64, AtomicUsize,
+            Ordering::{Relaxed, SeqCst},
+        },
     },
     time::Duration,
 };
@@ -105,8 +108,11 @@ struct Shared {
     hub: Hub,
     metrics: Metrics,
     status: Mutex<Status>,
-    /// Woken whenever the consumer has handed a record to the hub.
+    /// Woken whenever the consumer has handed a record to the hub, while anyone waits.
     progress: Notify,
+    /// POSTs waiting on `progress`: without any, a record wakes no one (`notify_waiters`
+    /// takes a lock).
+    waiting: AtomicUsize,
     records: AtomicU64,
     skipped: AtomicU64,
     tasks: TaskTracker,
@@ -170,6 +176,7 @@ impl Kafka {
                     partitions: None,
                 }),
                 progress: Notify::new(),
+                waiting: AtomicUsize::new(0),
                 records: AtomicU64::new(0),
                 skipped: AtomicU64::new(0),
                 tasks,
@@ -229,7 +236,9 @@ impl Kafka {
             Handled::Skipped => &self.shared.skipped,
         };
         counter.fetch_add(1, Relaxed);
-        self.shared.progress.notify_waiters();
+        if self.shared.waiting.load(SeqCst) > 0 {
+            self.shared.progress.notify_waiters();
+        }
     }
 
     /// Produces a message for `user` and waits for Kafka's acknowledgement: where Kafka
@@ -250,6 +259,9 @@ impl Kafka {
         patience: Duration,
     ) -> Option<usize> {
         let deadline = tokio::time::Instant::now() + patience;
+        // Counted before anything is checked, so a record handed over after the check wakes it.
+        self.shared.waiting.fetch_add(1, SeqCst);
+        let _waiting = scopeguard(&self.shared.waiting);
         loop {
             let progressed = self.shared.progress.notified();
             tokio::pin!(progressed);
@@ -306,4 +318,15 @@ impl Kafka {
             };
         }
     }
+}
+
+/// Takes one off `waiting` when dropped.
+fn scopeguard(waiting: &AtomicUsize) -> impl Drop + '_ {
+    struct Guard<'a>(&'a AtomicUsize);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, SeqCst);
+        }
+    }
+    Guard(waiting)
 }

@@ -1,10 +1,8 @@
 //! Fingerprints of the records last read from a partition, to tell a redelivery (the same
 //! record at the same offset) from a topic created anew (another record at an old offset).
 
-use std::{
-    collections::VecDeque,
-    hash::{BuildHasher, RandomState},
-};
+use foldhash::quality::RandomState;
+use std::{collections::VecDeque, hash::BuildHasher};
 
 /// Records remembered per partition: about 64 KiB each.
 const KEEP: usize = 4096;
