@@ -18,4 +18,5 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
 fi
 
 cargo build --release -p server -p bench
-exec target/release/loadgen --output target/bench-results.md "${args[@]}"
+target="${CARGO_TARGET_DIR:-target}"
+exec "$target/release/loadgen" --output "$target/bench-results.md" "${args[@]}"
