@@ -185,7 +185,11 @@ mod tests {
             let mixed = format!("é{c}b");
             let ok = validate_username(&ascii).is_ok();
             assert_eq!(ok, validate_username(&mixed).is_ok(), "{b:#04x}");
-            assert_eq!(ok, (b.is_ascii_graphic() && c != ':') || c == ' ', "{b:#04x}");
+            assert_eq!(
+                ok,
+                (b.is_ascii_graphic() && c != ':') || c == ' ',
+                "{b:#04x}"
+            );
         }
     }
 
