@@ -127,6 +127,11 @@ impl Stream for HubStream {
         }
         if let Some(gap) = &mut self.gap {
             if gap.as_mut().poll(cx).is_pending() {
+                // Shutdown or an overflow ends a stream still waiting for its read-back too.
+                if let Poll::Ready(why) = self.sub.queue.poll_closed(cx) {
+                    self.gap = None;
+                    return self.closed(why);
+                }
                 return self.poll_keep_alive(cx);
             }
             self.gap = None;
@@ -142,18 +147,26 @@ impl Stream for HubStream {
                 self.track.writing(stamp);
                 self.sent(frames)
             }
-            Poll::Ready(Next::Closed(Closed::Shutdown)) => {
-                self.done = true;
+            Poll::Ready(Next::Closed(why)) => self.closed(why),
+            Poll::Pending => self.poll_keep_alive(cx),
+        }
+    }
+}
+
+impl HubStream {
+    /// The end of a stream the hub closed.
+    fn closed(&mut self, why: Closed) -> Poll<Option<io::Result<Bytes>>> {
+        self.done = true;
+        match why {
+            Closed::Shutdown => {
                 self.track.ends(Ended::Shutdown);
                 Poll::Ready(None)
             }
-            Poll::Ready(Next::Closed(Closed::Overflow)) => {
+            Closed::Overflow => {
                 // An error, not an end: the client must see a broken stream and resume.
-                self.done = true;
                 self.track.ends(Ended::Slow);
                 Poll::Ready(Some(Err(io::Error::other("stream fell too far behind"))))
             }
-            Poll::Pending => self.poll_keep_alive(cx),
         }
     }
 }
@@ -270,6 +283,40 @@ mod tests {
             sent.elapsed()
         );
         assert!(opened.elapsed() >= every + Duration::from_millis(200));
+    }
+
+    /// A stream still waiting for its read-back from Kafka ends at shutdown like any other.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_waiting_for_its_read_back_ends_at_shutdown() {
+        let hub = Hub::new(
+            HubConfig {
+                name: "test",
+                history_len: 10,
+                history_ttl: Duration::from_secs(60),
+                queue_len: 10,
+                max_streams_per_user: 1,
+                numbering: Numbering::Source,
+                backfill: true,
+            },
+            HistoryMemory::new(1 << 20),
+        );
+        hub.open_lane(0, 10);
+        hub.publish_at("u", "m10", crate::hub::Position::new(0, 10));
+        let sub = hub
+            .subscribe("u", &LastSeen::parse(Some("0-4")), None)
+            .unwrap();
+        assert!(sub.gap().is_some());
+        let client = crate::client::ClientKey::V4(std::net::Ipv4Addr::LOCALHOST);
+        let permit = StreamBudget::new(1, 1, 1).try_acquire(client).unwrap();
+        let track = Metrics::default().stream(Api::V3, Version::HTTP_11);
+        let every = Duration::from_secs(1);
+        let mut stream = HubStream::new(sub, Duration::from_secs(2), every, (permit, track))
+            .fills_gap(std::future::pending());
+        assert!(next_text(&mut stream).await.starts_with(": stream open"));
+        assert_eq!(next_text(&mut stream).await.as_bytes(), frame::KEEP_ALIVE);
+        hub.close_all();
+        let end = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
+        assert!(matches!(end, Ok(None)), "{end:?}");
     }
 
     /// v1's exact rhythm on paused time: `hi!` at once and every interval, keep-alives in each

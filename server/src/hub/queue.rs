@@ -118,6 +118,19 @@ impl StreamQueue {
         }
     }
 
+    /// Whether the stream was closed, leaving what is queued; wakes the caller when it is.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Closed> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(why) = state.closed {
+            return Poll::Ready(why);
+        }
+        match &mut state.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
     /// Everything queued, coalesced into one chunk so a burst costs one write.
     pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
