@@ -160,12 +160,8 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
         };
         let (partition, offset) = (message.partition(), message.offset());
         let lane = partition as u64;
-        let parsed = record::parse(message.payload(), settings.max_message).and_then(|(u, t)| {
-            match crate::frame::message_len(t) > settings.max_frame {
-                true => Err(record::BadRecord::FrameTooLarge(settings.max_frame)),
-                false => Ok((u, t)),
-            }
-        });
+        let parsed =
+            record::parse_event(message.payload(), settings.max_message, settings.max_frame);
         let assignment = consumer.context().assignments();
         match partitions.get_mut(&partition) {
             None => {

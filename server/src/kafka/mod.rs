@@ -32,7 +32,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
-    hub::{Hub, Position, Unfilled},
+    hub::{Hub, Position},
 };
 
 #[derive(Debug, Clone)]
@@ -202,13 +202,7 @@ impl Kafka {
     /// and hands it to the stream (or a resync, past the bounds).
     pub async fn fill_gap(&self, gap: crate::hub::GapHandle) {
         let partitions = self.status().partitions;
-        if partitions.is_some_and(|n| gap.last().lane >= n as u64) {
-            // No such partition: an id from another topic.
-            self.shared.metrics.replay(Unfilled::Gone.name());
-            gap.fill(Err(Unfilled::Gone));
-            return;
-        }
-        self.shared.replayer.fill(gap).await;
+        self.shared.replayer.fill(gap, partitions).await;
     }
 
     fn status(&self) -> std::sync::MutexGuard<'_, Status> {
@@ -259,9 +253,7 @@ impl Kafka {
         patience: Duration,
     ) -> Option<usize> {
         let deadline = tokio::time::Instant::now() + patience;
-        // Counted before anything is checked, so a record handed over after the check wakes it.
-        self.shared.waiting.fetch_add(1, SeqCst);
-        let _waiting = scopeguard(&self.shared.waiting);
+        let _waiting = Waiting::on(&self.shared.waiting);
         loop {
             let progressed = self.shared.progress.notified();
             tokio::pin!(progressed);
@@ -320,13 +312,19 @@ impl Kafka {
     }
 }
 
-/// Takes one off `waiting` when dropped.
-fn scopeguard(waiting: &AtomicUsize) -> impl Drop + '_ {
-    struct Guard<'a>(&'a AtomicUsize);
-    impl Drop for Guard<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, SeqCst);
-        }
+/// A POST counted in `waiting` while it lives. Counted before anything is checked, so a record
+/// handed over after the check wakes it.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn on(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, SeqCst);
+        Self(count)
     }
-    Guard(waiting)
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
 }

@@ -50,6 +50,19 @@ pub fn parse(value: Option<&[u8]>, max_message: usize) -> Result<(&str, &str), B
     Ok((user, message))
 }
 
+/// [`parse`], and the message's event must fit `max_frame` bytes ([`crate::frame::message_len`]).
+pub fn parse_event(
+    value: Option<&[u8]>,
+    max_message: usize,
+    max_frame: usize,
+) -> Result<(&str, &str), BadRecord> {
+    let (user, message) = parse(value, max_message)?;
+    if crate::frame::message_len(message) > max_frame {
+        return Err(BadRecord::FrameTooLarge(max_frame));
+    }
+    Ok((user, message))
+}
+
 /// The record value for a message POSTed to v3.
 pub fn encode(user: &str, message: &str) -> String {
     let mut value = String::with_capacity(user.len() + 1 + message.len());

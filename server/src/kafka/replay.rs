@@ -53,12 +53,18 @@ struct Request {
     gap: Gap,
     deadline: Instant,
     reply: oneshot::Sender<Result<Backfilled, Unfilled>>,
-    read: Option<Backfilled>,
+    /// What was read for it so far; an error once it no longer fits.
+    read: Result<Backfilled, Unfilled>,
 }
 
 impl Request {
     fn answer(self, result: Result<Backfilled, Unfilled>) {
         let _ = self.reply.send(result);
+    }
+
+    /// Answers with what was read.
+    fn finish(self) {
+        let _ = self.reply.send(self.read);
     }
 
     /// Whether anyone still waits for it.
@@ -95,17 +101,26 @@ impl Replayer {
     }
 
     /// Reads back stream `gap`'s missed records and hands them to it, or a resync when that
-    /// can't be done within the bounds.
-    pub async fn fill(&self, handle: GapHandle) {
+    /// can't be done within the bounds. `partitions` is the topic's count, when known.
+    pub async fn fill(&self, handle: GapHandle, partitions: Option<usize>) {
         let settings = &self.inner.settings;
         let deadline = Instant::now() + settings.replay_timeout;
-        let result = match tokio::time::timeout_at(deadline, handle.bounds()).await {
+        // No such partition: an id from another topic.
+        let missing = partitions.is_some_and(|n| handle.last().lane >= n as u64);
+        let bounds = async {
+            match missing {
+                true => Some(Err(Unfilled::Gone)),
+                false => handle.bounds().await.map(Ok),
+            }
+        };
+        let result = match tokio::time::timeout_at(deadline, bounds).await {
             // The stream is gone.
             Ok(None) => return,
             Err(_) => Err(Unfilled::Timeout),
-            Ok(Some(gap)) if gap.span() == 0 => Ok(Backfilled::new(&self.inner.budget, 0)),
-            Ok(Some(gap)) if gap.span() > settings.replay_max_records => Err(Unfilled::TooFar),
-            Ok(Some(gap)) => self.read(handle.user(), gap, deadline).await,
+            Ok(Some(Err(why))) => Err(why),
+            Ok(Some(Ok(gap))) if gap.span() == 0 => Ok(Backfilled::new(&self.inner.budget, 0)),
+            Ok(Some(Ok(gap))) if gap.span() > settings.replay_max_records => Err(Unfilled::TooFar),
+            Ok(Some(Ok(gap))) => self.read(handle.user(), gap, deadline).await,
         };
         let outcome = match &result {
             Ok(read) => {
@@ -126,7 +141,7 @@ impl Replayer {
             gap,
             deadline,
             reply,
-            read: Some(Backfilled::new(
+            read: Ok(Backfilled::new(
                 &self.inner.budget,
                 self.inner.settings.history_len,
             )),
@@ -338,10 +353,9 @@ async fn read_batch(
             continue;
         }
         let offset = offset as u64;
-        let parsed = record::parse(message.payload(), settings.max_message)
-            .ok()
-            .filter(|(_, text)| frame::message_len(text) <= settings.max_frame);
-        if let Some((user, text)) = parsed {
+        let parsed =
+            record::parse_event(message.payload(), settings.max_message, settings.max_frame);
+        if let Ok((user, text)) = parsed {
             let position = Position::new(lane, offset);
             let mut event = None;
             for r in batch.iter_mut() {
@@ -351,25 +365,20 @@ async fn read_batch(
                 let event = event
                     .get_or_insert_with(|| frame::message(&position.to_string(), text))
                     .clone();
-                let full = r
-                    .read
-                    .as_mut()
-                    .is_some_and(|b| b.push(position, event).is_err());
-                if full {
-                    r.read = None;
+                if let Ok(read) = &mut r.read
+                    && let Err(why) = read.push(position, event)
+                {
+                    r.read = Err(why);
                 }
             }
         }
         let now = Instant::now();
         let mut open = Vec::with_capacity(batch.len());
-        for mut r in batch {
+        for r in batch {
             if !r.wanted(now) {
                 r.answer(Err(Unfilled::Timeout));
-            } else if r.read.is_none() {
-                r.answer(Err(Unfilled::TooLarge));
-            } else if offset >= r.gap.until {
-                let read = r.read.take().ok_or(Unfilled::TooLarge);
-                r.answer(read);
+            } else if r.read.is_err() || offset >= r.gap.until {
+                r.finish();
             } else {
                 open.push(r);
             }
