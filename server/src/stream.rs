@@ -245,28 +245,38 @@ mod tests {
         String::from_utf8(chunk.to_vec()).unwrap()
     }
 
-    /// The keep-alive timer is not moved on every message, yet a keep-alive still comes only
-    /// after a full interval of silence. On paused time, so a busy machine can't shift it.
-    #[tokio::test(start_paused = true)]
-    async fn keep_alive_only_after_a_full_silence() {
-        let hub = Hub::new(
+    /// A hub for one user's stream.
+    fn test_hub(numbering: Numbering, backfill: bool) -> Hub {
+        Hub::new(
             HubConfig {
                 name: "test",
                 history_len: 10,
                 history_ttl: Duration::from_secs(60),
                 queue_len: 10,
                 max_streams_per_user: 1,
-                numbering: Numbering::Own,
-                backfill: false,
+                numbering,
+                backfill,
             },
             HistoryMemory::new(1 << 20),
-        );
-        let sub = hub.subscribe("u", &LastSeen::Nothing, None).unwrap();
+        )
+    }
+
+    /// `sub`'s stream, keep-alives after `every` of silence.
+    fn stream_of(sub: crate::hub::Subscription, api: Api, every: Duration) -> HubStream {
         let client = crate::client::ClientKey::V4(std::net::Ipv4Addr::LOCALHOST);
         let permit = StreamBudget::new(1, 1, 1).try_acquire(client).unwrap();
+        let track = Metrics::default().stream(api, Version::HTTP_11);
+        HubStream::new(sub, Duration::from_secs(2), every, (permit, track))
+    }
+
+    /// The keep-alive timer is not moved on every message, yet a keep-alive still comes only
+    /// after a full interval of silence. On paused time, so a busy machine can't shift it.
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_only_after_a_full_silence() {
+        let hub = test_hub(Numbering::Own, false);
+        let sub = hub.subscribe("u", &LastSeen::Nothing, None).unwrap();
         let every = Duration::from_millis(300);
-        let track = Metrics::default().stream(Api::V2, Version::HTTP_11);
-        let mut stream = HubStream::new(sub, Duration::from_secs(2), every, (permit, track));
+        let mut stream = stream_of(sub, Api::V2, every);
         let opened = Instant::now();
         assert!(next_text(&mut stream).await.starts_with(": stream open"));
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -288,30 +298,15 @@ mod tests {
     /// A stream still waiting for its read-back from Kafka ends at shutdown like any other.
     #[tokio::test(start_paused = true)]
     async fn a_stream_waiting_for_its_read_back_ends_at_shutdown() {
-        let hub = Hub::new(
-            HubConfig {
-                name: "test",
-                history_len: 10,
-                history_ttl: Duration::from_secs(60),
-                queue_len: 10,
-                max_streams_per_user: 1,
-                numbering: Numbering::Source,
-                backfill: true,
-            },
-            HistoryMemory::new(1 << 20),
-        );
+        let hub = test_hub(Numbering::Source, true);
         hub.open_lane(0, 10);
         hub.publish_at("u", "m10", crate::hub::Position::new(0, 10));
         let sub = hub
             .subscribe("u", &LastSeen::parse(Some("0-4")), None)
             .unwrap();
         assert!(sub.gap().is_some());
-        let client = crate::client::ClientKey::V4(std::net::Ipv4Addr::LOCALHOST);
-        let permit = StreamBudget::new(1, 1, 1).try_acquire(client).unwrap();
-        let track = Metrics::default().stream(Api::V3, Version::HTTP_11);
-        let every = Duration::from_secs(1);
-        let mut stream = HubStream::new(sub, Duration::from_secs(2), every, (permit, track))
-            .fills_gap(std::future::pending());
+        let mut stream =
+            stream_of(sub, Api::V3, Duration::from_secs(1)).fills_gap(std::future::pending());
         assert!(next_text(&mut stream).await.starts_with(": stream open"));
         assert_eq!(next_text(&mut stream).await.as_bytes(), frame::KEEP_ALIVE);
         hub.close_all();

@@ -19,18 +19,20 @@ fn hub_in(
     history_ttl: Duration,
     memory: HistoryMemory,
 ) -> Hub {
-    Hub::new(
-        HubConfig {
-            name: "test",
-            history_len,
-            history_ttl,
-            queue_len: 10_000,
-            max_streams_per_user: 64,
-            numbering,
-            backfill: false,
-        },
-        memory,
-    )
+    Hub::new(config(numbering, history_len, history_ttl), memory)
+}
+
+/// A test hub's settings, without read-backs.
+fn config(numbering: Numbering, history_len: usize, history_ttl: Duration) -> HubConfig {
+    HubConfig {
+        name: "test",
+        history_len,
+        history_ttl,
+        queue_len: 10_000,
+        max_streams_per_user: 64,
+        numbering,
+        backfill: false,
+    }
 }
 
 fn v2() -> Hub {
@@ -440,13 +442,8 @@ fn check(
     let memory = HistoryMemory::new(budget * (memory::ENTRY_OVERHEAD + 80));
     let hub = Hub::new(
         HubConfig {
-            name: "test",
-            history_len,
-            history_ttl: Duration::from_secs(600),
-            queue_len: 10_000,
-            max_streams_per_user: 64,
-            numbering,
             backfill,
+            ..config(numbering, history_len, Duration::from_secs(600))
         },
         memory.clone(),
     );
@@ -758,13 +755,8 @@ fn prune_drops_the_records_of_evicted_entries() {
 fn v3_backfilled(history_len: usize) -> Hub {
     Hub::new(
         HubConfig {
-            name: "test",
-            history_len,
-            history_ttl: Duration::from_secs(600),
-            queue_len: 10_000,
-            max_streams_per_user: 64,
-            numbering: Numbering::Source,
             backfill: true,
+            ..config(Numbering::Source, history_len, Duration::from_secs(600))
         },
         HistoryMemory::new(usize::MAX),
     )
