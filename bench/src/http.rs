@@ -450,6 +450,18 @@ impl Chunked {
     }
 }
 
+/// A value from a server's `/metrics`: the first series named exactly `name`.
+pub async fn metric<T: std::str::FromStr>(addr: SocketAddr, name: &str) -> Option<T> {
+    let (status, body) = get(addr, "/metrics").await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    String::from_utf8_lossy(&body).lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok())?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,18 @@ impl Row {
         }
     }
 
+    /// A count that should be zero (lost, duplicated, ...).
+    pub fn zero(scenario: &str, metric: &str, count: u64) -> Self {
+        Self::target(
+            scenario,
+            metric,
+            Some(count as f64),
+            None,
+            "0",
+            Some(count == 0),
+        )
+    }
+
     /// A row with a target; `met` is decided by the caller (it may need the baseline figure).
     pub fn target(
         scenario: &str,

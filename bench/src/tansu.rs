@@ -36,6 +36,23 @@ pub struct Broker {
 
 impl Broker {
     /// Starts a broker on a free port, its output appended to `log_dir/tansu.log`, and creates
+    /// [`Broker::start`] with the tansu on PATH.
+    pub async fn start_found(log_dir: &Path, topic: &str) -> Result<Self> {
+        let tansu =
+            find_tansu().context("tansu not on PATH (scripts/install-deps.sh installs it)")?;
+        Self::start(&tansu, log_dir, topic).await
+    }
+
+    /// The flags that make ssepush read this broker's topic.
+    pub fn server_args(&self) -> Vec<String> {
+        vec![
+            "--kafka-brokers".into(),
+            self.addr.to_string(),
+            "--kafka-topic".into(),
+            self.topic.clone(),
+        ]
+    }
+
     /// `topic` with one partition.
     pub async fn start(tansu: &Path, log_dir: &Path, topic: &str) -> Result<Self> {
         Self::start_advertising(tansu, log_dir, topic, None).await

@@ -8,12 +8,13 @@
 //! them all, less the idle rate over the same time, is divided by the records.
 
 use super::kafka::signal;
-use super::records::{Producer, RECORDS_READ, metric, probe_consumer, wait_for_metric};
+use super::records::{Producer, RECORDS_READ, probe_consumer, wait_for_metric};
 use super::{median, progress};
+use crate::http::metric;
 use crate::procstat::{Binaries, CpuMark, Kind, Server};
 use crate::table::{Row, fmt_num};
-use crate::tansu::{Broker, find_tansu};
-use anyhow::{Context, Result, ensure};
+use crate::tansu::Broker;
+use anyhow::{Result, ensure};
 use std::time::{Duration, Instant};
 
 /// Sizes for absent-cpu.
@@ -49,18 +50,12 @@ pub struct Outcome {
 }
 
 pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
-    let tansu = find_tansu().context("tansu not on PATH (scripts/install-deps.sh installs it)")?;
-    let broker = Broker::start(&tansu, &bins.log_dir, &cfg.topic).await?;
+    let broker = Broker::start_found(&bins.log_dir, &cfg.topic).await?;
     let mut producer = Producer::backlog(broker.addr, &cfg.topic)?;
-    let extra = [
-        "--kafka-brokers".to_string(),
-        broker.addr.to_string(),
-        "--kafka-topic".into(),
-        cfg.topic.clone(),
-        // The server is paused while a backlog is produced: its group membership must outlast
-        // the pause.
-        "--kafka-session-timeout=60s".into(),
-    ];
+    let mut extra = broker.server_args();
+    // The server is paused while a backlog is produced: its group membership must outlast the
+    // pause.
+    extra.push("--kafka-session-timeout=60s".into());
     let server = Server::start(bins, Kind::Ssepush, &extra).await?;
     let (addr, pid) = (server.addr, server.pid());
     probe_consumer(&mut producer, addr, "probe", 1.0, Duration::from_secs(60)).await?;
@@ -70,7 +65,7 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
     let idle = CpuMark::now(pid)?;
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
-        let _ = metric(addr, RECORDS_READ).await;
+        let _ = metric::<f64>(addr, RECORDS_READ).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let idle = idle.since(pid)?;

@@ -16,12 +16,13 @@
 //! local-user record is what the steady window's CPU leaves once idle and the absent records
 //! (at that measured cost) are taken out.
 
-use super::records::{Producer, RECORDS_READ, metric, wait_for_metric, wall_us};
+use super::records::{Producer, RECORDS_READ, wait_for_metric, wall_us};
 use super::{median, now_us, open_stream, percentile, progress};
+use crate::http::metric;
 use crate::procstat::{Binaries, CpuMark, Kind, Server, log_tail, raise_fd_limit};
 use crate::sse::Item;
 use crate::table::{Row, fmt_num};
-use crate::tansu::{Broker, find_tansu};
+use crate::tansu::Broker;
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -334,7 +335,6 @@ fn produce_at_rate(
 }
 
 pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
-    let tansu = find_tansu().context("tansu not on PATH (scripts/install-deps.sh installs it)")?;
     let worker_bin = match &cfg.worker {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("cluster-worker"),
@@ -346,19 +346,14 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
     );
     let k = cfg.instances;
     let users = (k * cfg.streams) as u64;
-    let broker = Broker::start(&tansu, &bins.log_dir, &cfg.topic).await?;
+    let broker = Broker::start_found(&bins.log_dir, &cfg.topic).await?;
     let mut servers = Vec::new();
     for i in 0..k {
         let mut b = bins.clone();
         b.log_dir = bins.log_dir.join(format!("cluster-{i}"));
-        let extra = [
-            "--kafka-brokers".to_string(),
-            broker.addr.to_string(),
-            "--kafka-topic".into(),
-            cfg.topic.clone(),
-            format!("--kafka-group=cluster-{i}"),
-            format!("--max-streams={}", cfg.streams + 100),
-        ];
+        let mut extra = broker.server_args();
+        extra.push(format!("--kafka-group=cluster-{i}"));
+        extra.push(format!("--max-streams={}", cfg.streams + 100));
         servers.push(Server::start(&b, Kind::Ssepush, &extra).await?);
     }
     // Enough seq slots for every live record the run can produce, with room to spare.
@@ -650,32 +645,15 @@ pub fn rows(outcome: &Result<Outcome>) -> Vec<Row> {
             Some(o.delay_max_ms),
             None,
         ),
-        Row::target(
+        Row::zero(
             S,
             &format!("lost (of {} live records)", fmt_num(o.produced as f64)),
-            Some(o.lost as f64),
-            None,
-            "0",
-            Some(o.lost == 0),
+            o.lost,
         ),
-        Row::target(
-            S,
-            "duplicated",
-            Some(o.duplicated as f64),
-            None,
-            "0",
-            Some(o.duplicated == 0),
-        ),
+        Row::zero(S, "duplicated", o.duplicated),
     ];
     if o.foreign > 0 {
-        rows.push(Row::target(
-            S,
-            "events on the wrong instance",
-            Some(o.foreign as f64),
-            None,
-            "0",
-            Some(false),
-        ));
+        rows.push(Row::zero(S, "events on the wrong instance", o.foreign));
     }
     for (i, inst) in o.instances.iter().enumerate() {
         let p = format!("instance {i}:");

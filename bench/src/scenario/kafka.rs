@@ -147,13 +147,7 @@ async fn run_with(bins: &Binaries, cfg: &Config, tansu: &Path) -> Result<Outcome
         .set("message.timeout.ms", "30000")
         .create()
         .context("create producer")?;
-    let extra = [
-        "--kafka-brokers".to_string(),
-        broker.addr.to_string(),
-        "--kafka-topic".into(),
-        cfg.topic.clone(),
-    ];
-    let server = Server::start(bins, Kind::Ssepush, &extra).await?;
+    let server = Server::start(bins, Kind::Ssepush, &broker.server_args()).await?;
     let addr = server.addr;
 
     let seen: Arc<Vec<AtomicU8>> = Arc::new((0..cfg.records).map(|_| AtomicU8::new(0)).collect());
@@ -433,22 +427,12 @@ pub fn rows(ours: &Result<Outcome, Skip>) -> Vec<Row> {
                 Some(o.produce_per_sec),
                 None,
             ),
-            Row::target(
+            Row::zero(
                 S,
                 &format!("lost (of {})", crate::table::fmt_num(o.records as f64)),
-                Some(o.lost as f64),
-                None,
-                "0",
-                Some(o.lost == 0),
+                o.lost,
             ),
-            Row::target(
-                S,
-                "duplicated",
-                Some(o.duplicated as f64),
-                None,
-                "0",
-                Some(o.duplicated == 0),
-            ),
+            Row::zero(S, "duplicated", o.duplicated),
             Row::target(
                 S,
                 "produce to stream p50 (ms)",

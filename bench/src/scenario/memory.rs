@@ -6,11 +6,12 @@
 //! along with the server's own accounting of its history.
 
 use super::progress;
-use super::records::{Producer, RECORDS_READ, metric, probe_consumer, wait_for_metric};
+use super::records::{Producer, RECORDS_READ, probe_consumer, wait_for_metric};
+use crate::http::metric;
 use crate::procstat::{Binaries, Kind, Server, rss_kib};
 use crate::table::{Row, fmt_num};
-use crate::tansu::{Broker, find_tansu};
-use anyhow::{Context, Result, ensure};
+use crate::tansu::Broker;
+use anyhow::{Result, ensure};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -47,16 +48,10 @@ pub struct Outcome {
 }
 
 pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
-    let tansu = find_tansu().context("tansu not on PATH (scripts/install-deps.sh installs it)")?;
-    let broker = Broker::start(&tansu, &bins.log_dir, &cfg.topic).await?;
+    let broker = Broker::start_found(&bins.log_dir, &cfg.topic).await?;
     let mut producer = Producer::backlog(broker.addr, &cfg.topic)?;
-    let extra = [
-        "--kafka-brokers".to_string(),
-        broker.addr.to_string(),
-        "--kafka-topic".into(),
-        cfg.topic.clone(),
-        format!("--history-max-bytes={}MiB", cfg.budget_mib),
-    ];
+    let mut extra = broker.server_args();
+    extra.push(format!("--history-max-bytes={}MiB", cfg.budget_mib));
     let server = Server::start(bins, Kind::Ssepush, &extra).await?;
     let addr = server.addr;
     probe_consumer(&mut producer, addr, "probe", 1.0, Duration::from_secs(60)).await?;

@@ -2,6 +2,7 @@
 //! and counts acknowledgements instead of keeping a future per record, so a backlog of
 //! millions costs no memory in the load generator; and a reading of one `/metrics` value.
 
+use crate::http::metric;
 use anyhow::{Context as _, Result, bail, ensure};
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -173,18 +174,6 @@ impl Drop for Producer {
     fn drop(&mut self) {
         let _ = self.inner.flush(Duration::from_secs(1));
     }
-}
-
-/// A value from a server's `/metrics` (the first series named exactly `name`).
-pub async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
-    let (status, body) = crate::http::get(addr, "/metrics").await.ok()?;
-    if status != 200 {
-        return None;
-    }
-    String::from_utf8_lossy(&body).lines().find_map(|line| {
-        let (key, value) = line.split_once(' ')?;
-        (key == name).then(|| value.trim().parse().ok())?
-    })
 }
 
 /// Kafka records the server has read and kept (`ssepush_kafka_records_total`).

@@ -116,18 +116,15 @@ async fn one(bins: &Binaries, cfg: &Config, tansu: &Path, old: u64) -> Result<St
     drop(producer);
 
     let mut live = Producer::steady(broker.addr, &cfg.topic)?;
-    let extra = [
-        "--kafka-brokers".to_string(),
-        broker.addr.to_string(),
-        "--kafka-topic".into(),
-        cfg.topic.clone(),
+    let mut extra = broker.server_args();
+    extra.extend([
         "--kafka-group".into(),
         "startup-retention".into(),
         format!("--history-ttl={}s", cfg.history_ttl_secs),
         // The live records pile up while the old ones are skipped; the stream must not be
         // cut for falling behind before the first of them arrives.
         "--queue-len=1000000".into(),
-    ];
+    ]);
     let spawned = Instant::now();
     let server = Server::start(bins, Kind::Ssepush, &extra).await?;
     let healthz_secs = spawned.elapsed().as_secs_f64();

@@ -213,15 +213,8 @@ pub fn rows(ours: &Result<Outcome>) -> Vec<Row> {
             ),
             Row::info(S, "server kernel share of CPU (%)", Some(o.sys_pct), None),
             Row::info(S, "p99 latency (us)", Some(o.p99_us), None),
-            Row::target(S, "lost", Some(o.lost as f64), None, "0", Some(o.lost == 0)),
-            Row::target(
-                S,
-                "duplicated",
-                Some(o.duplicated as f64),
-                None,
-                "0",
-                Some(o.duplicated == 0),
-            ),
+            Row::zero(S, "lost", o.lost),
+            Row::zero(S, "duplicated", o.duplicated),
         ],
     }
 }

@@ -33,6 +33,7 @@ pub mod sent;
 pub mod shared;
 pub mod stalled;
 
+use crate::http::metric;
 use crate::procstat::{UNLIMITED_CLIENT, free_port};
 use crate::scenario::now_us;
 use crate::tansu::Broker;
@@ -535,18 +536,6 @@ fn prepare_log_dir(cfg: &Config) -> Result<()> {
         "<!doctype html><title>soak</title>\n",
     )?;
     Ok(())
-}
-
-/// A value from an instance's `/metrics`.
-async fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
-    let (status, body) = crate::http::get(addr, "/metrics").await.ok()?;
-    if status != 200 {
-        return None;
-    }
-    String::from_utf8_lossy(&body).lines().find_map(|line| {
-        let (key, value) = line.split_once(' ')?;
-        (key == name).then(|| value.trim().parse().ok())?
-    })
 }
 
 /// Two different free ports.
