@@ -451,11 +451,10 @@ fn snapshot(state: &AppState) -> Snapshot {
             "Kafka records read.",
             vec![(None, k.records)],
         ));
-        let (used, _) = kafka.replay_bytes();
         gauges.push((
             "kafka_replay_bytes",
             "Bytes of events read back from Kafka and not yet written (--replay-max-bytes).",
-            one(used as u64),
+            one(kafka.replay_bytes() as u64),
         ));
         counters.push((
             "kafka_records_skipped",

@@ -72,10 +72,6 @@ impl BackfillBudget {
         self.inner.used.load(Relaxed)
     }
 
-    pub fn max(&self) -> usize {
-        self.inner.max
-    }
-
     fn try_take(&self, bytes: usize) -> bool {
         self.inner
             .used

@@ -209,10 +209,9 @@ impl Kafka {
         self.shared.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes of read-back events held now, and the most allowed.
-    pub fn replay_bytes(&self) -> (usize, usize) {
-        let budget = self.shared.replayer.budget();
-        (budget.used(), budget.max())
+    /// Bytes of read-back events held now.
+    pub fn replay_bytes(&self) -> usize {
+        self.shared.replayer.budget().used()
     }
 
     /// The hub the consumer feeds.
