@@ -20,9 +20,11 @@
 //! not be handed our old position, which would point past its new log.
 
 use crate::{hub::now_ms, metrics::Metrics};
+use futures_util::{FutureExt, StreamExt};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
+    message::BorrowedMessage,
 };
 use std::{
     collections::HashMap,
@@ -108,66 +110,114 @@ struct Partition {
     recent: Recent,
 }
 
+/// Records handled between two looks at the loop's timers and shutdown: a backlog is read
+/// without a `select!` (and its timer and cancellation polls) per record.
+const BATCH: usize = 256;
+
 pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: CancellationToken) {
-    let settings = kafka.settings();
-    let hub = kafka.hub();
-    let errors = Throttle::new(Duration::from_secs(10));
+    let mut state = LoopState {
+        errors: Throttle::new(Duration::from_secs(10)),
+        skipped: SkippedLog::new(Duration::from_secs(10)),
+        partitions: HashMap::new(),
+        outage: false,
+        handled: Vec::new(),
+    };
     // More consume errors than this a second: a client failing on every poll, which would
     // otherwise spin. Such a flood is slowed down.
     let flood = Throttle::up_to(100, Duration::from_secs(1));
-    let mut skipped = SkippedLog::new(Duration::from_secs(10));
-    let mut partitions: HashMap<i32, Partition> = HashMap::new();
     let mut check = tokio::time::interval(Duration::from_secs(2));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut commit = tokio::time::interval(COMMIT_INTERVAL);
     commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Set by a consume error (the broker went away), cleared by the next record.
-    let mut outage = false;
+    // One stream and one cancellation future for the loop's life: made per record, each
+    // registers and unregisters a waker under a lock.
+    let mut messages = consumer.stream();
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let message = tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = &mut cancelled => break,
             _ = check.tick() => {
-                skipped.flush();
-                restart_recreated_partitions(&consumer, &kafka, &mut partitions).await;
+                state.skipped.flush();
+                restart_recreated_partitions(&consumer, &kafka, &mut state.partitions).await;
                 continue;
             }
             _ = commit.tick() => {
-                if !outage {
-                    commit_stored(&consumer, &errors);
+                if !state.outage {
+                    commit_stored(&consumer, &state.errors);
                 }
                 continue;
             }
-            m = consumer.recv() => m,
+            m = messages.next() => m,
         };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                outage = true;
-                if errors.allow() {
-                    tracing::warn!(error = %e, "kafka consume error (repeats are muted for 10 s)");
-                }
-                // Errors are queued events, one per failed connect and the like: drain them at
-                // once, or the assignment queued behind an outage's errors waits its turn (a
-                // pause per error once held it back ~30 s). Only a flood is slowed down.
-                if !flood.allow() {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        let Some(mut message) = message else { break };
+        for handled in 1.. {
+            match message {
+                Ok(m) => state.handle(&consumer, &kafka, &m).await,
+                Err(e) => {
+                    state.outage = true;
+                    if state.errors.allow() {
+                        tracing::warn!(error = %e, "kafka consume error (repeats are muted for 10 s)");
+                    }
+                    // Errors are queued events, one per failed connect and the like: drain
+                    // them at once, or the assignment queued behind an outage's errors waits
+                    // its turn (a pause per error once held it back ~30 s). Only a flood is
+                    // slowed down.
+                    if !flood.allow() {
+                        tokio::select! {
+                            () = &mut cancelled => break,
+                            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        }
                     }
                 }
-                continue;
             }
-        };
+            if handled == BATCH {
+                break;
+            }
+            match messages.next().now_or_never().flatten() {
+                Some(m) => message = m,
+                None => break,
+            }
+        }
+        state.store_handled(&consumer, &kafka.settings().topic);
+    }
+    state.store_handled(&consumer, &kafka.settings().topic);
+    drop(messages);
+    state.skipped.flush();
+    final_commit(consumer).await;
+}
+
+/// What the consume loop carries from one record to the next.
+struct LoopState {
+    errors: Throttle,
+    skipped: SkippedLog,
+    partitions: HashMap<i32, Partition>,
+    /// Set by a consume error (the broker went away), cleared by the next record.
+    outage: bool,
+    /// Per partition, the offset after the last record handled since offsets were last
+    /// stored: stored once per batch rather than per record.
+    handled: Vec<(i32, i64)>,
+}
+
+impl LoopState {
+    async fn handle(
+        &mut self,
+        consumer: &Arc<KafkaConsumer>,
+        kafka: &Kafka,
+        message: &BorrowedMessage<'_>,
+    ) {
+        let settings = kafka.settings();
+        let hub = kafka.hub();
         let (partition, offset) = (message.partition(), message.offset());
         let lane = partition as u64;
         let parsed =
             record::parse_event(message.payload(), settings.max_message, settings.max_frame);
         let assignment = consumer.context().assignments();
-        match partitions.get_mut(&partition) {
+        match self.partitions.get_mut(&partition) {
             None => {
                 let first = (offset, message.timestamp().to_millis());
-                let opening = Opening::look_up(&consumer, settings, partition, first).await;
-                partitions.insert(
+                let opening = Opening::look_up(consumer, settings, partition, first).await;
+                self.partitions.insert(
                     partition,
                     Partition {
                         assignment,
@@ -202,7 +252,7 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
                         expected = p.next,
                         "kafka partition starts over (topic created anew); forgetting its old positions"
                     );
-                    forget_partition(&kafka, &consumer, partition, p);
+                    forget_partition(kafka, consumer, partition, p);
                     p.max_high = -1;
                 }
                 if (recreated || new_read) && p.opening.is_none() {
@@ -212,8 +262,8 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
                 p.assignment = assignment;
             }
         }
-        outage = false;
-        let p = partitions.get_mut(&partition).expect("inserted above");
+        self.outage = false;
+        let p = self.partitions.get_mut(&partition).expect("inserted above");
         p.next = offset + 1;
         p.recent.push(offset, message.payload());
         let keep = match &p.opening {
@@ -242,19 +292,34 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
                     kafka.handled(Handled::Delivered);
                 }
                 Err(why) => {
-                    skipped.record(partition, offset, &why);
+                    self.skipped.record(partition, offset, &why);
                     kafka.handled(Handled::Skipped);
                 }
             }
         }
-        if let Err(e) = consumer.store_offset_from_message(&message)
-            && errors.allow()
+        match self.handled.iter_mut().find(|(q, _)| *q == partition) {
+            Some((_, next)) => *next = offset + 1,
+            None => self.handled.push((partition, offset + 1)),
+        }
+    }
+
+    /// Stores the offsets of the records handled since the last call, for the next commit.
+    fn store_handled(&mut self, consumer: &KafkaConsumer, topic: &str) {
+        if self.handled.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(self.handled.len());
+        for (partition, next) in self.handled.drain(..) {
+            if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(next)) {
+                tracing::warn!(error = %e, "kafka offset store failed");
+            }
+        }
+        if let Err(e) = consumer.store_offsets(&tpl)
+            && self.errors.allow()
         {
             tracing::warn!(error = %e, "kafka offset store failed");
         }
     }
-    skipped.flush();
-    final_commit(consumer).await;
 }
 
 /// Where reading a partition starts, the first time this process reads it: at the later of
