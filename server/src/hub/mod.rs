@@ -396,7 +396,7 @@ impl Hub {
                 self.shared.next_seq.fetch_add(1, Relaxed),
             ),
         };
-        let frame = frame::message(&position.to_string(), text);
+        let frame = frame::message(position.id().as_str(), text);
         let mut delivered = 0;
         let mut slow = 0;
         entry.streams.retain(|sub| {

@@ -14,11 +14,54 @@ impl Position {
     pub const fn new(lane: u64, seq: u64) -> Self {
         Self { lane, seq }
     }
+
+    /// The id as text, without the allocation and formatter `to_string` costs on every
+    /// record.
+    pub fn id(&self) -> Id {
+        let mut id = Id {
+            buf: [0; crate::frame::MAX_ID_LEN],
+            len: 0,
+        };
+        id.push_decimal(self.lane);
+        id.buf[id.len] = b'-';
+        id.len += 1;
+        id.push_decimal(self.seq);
+        id
+    }
+}
+
+/// A [`Position`] as `lane-seq`.
+pub struct Id {
+    buf: [u8; crate::frame::MAX_ID_LEN],
+    len: usize,
+}
+
+impl Id {
+    fn push_decimal(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let digits = &digits[i..];
+        self.buf[self.len..self.len + digits.len()].copy_from_slice(digits);
+        self.len += digits.len();
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and '-' were written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
 }
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.lane, self.seq)
+        f.write_str(self.id().as_str())
     }
 }
 
@@ -77,6 +120,23 @@ mod tests {
         let p = Position::new(1_795_000_000_000, 42);
         assert_eq!(p.to_string().parse::<Position>(), Ok(p));
         assert_eq!("0-7".parse::<Position>(), Ok(Position::new(0, 7)));
+    }
+
+    #[test]
+    fn ids_are_decimal() {
+        for (lane, seq) in [
+            (0, 0),
+            (7, 10),
+            (1_795_000_000_000, 42),
+            (u64::MAX, u64::MAX),
+        ] {
+            let id = Position::new(lane, seq).id();
+            assert_eq!(id.as_str(), format!("{lane}-{seq}"));
+        }
+        assert_eq!(
+            Position::new(u64::MAX, u64::MAX).id().as_str().len(),
+            crate::frame::MAX_ID_LEN
+        );
     }
 
     #[test]

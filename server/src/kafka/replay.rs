@@ -363,7 +363,7 @@ async fn read_batch(
                     continue;
                 }
                 let event = event
-                    .get_or_insert_with(|| frame::message(&position.to_string(), text))
+                    .get_or_insert_with(|| frame::message(position.id().as_str(), text))
                     .clone();
                 if let Ok(read) = &mut r.read
                     && let Err(why) = read.push(position, event)
