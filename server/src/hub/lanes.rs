@@ -95,7 +95,7 @@ impl Lanes {
     }
 
     /// The highest position published on each lane.
-    pub fn high_water(&self) -> Vec<Position> {
+    pub fn high_water(&self) -> super::Floor {
         self.read(|lanes| {
             lanes
                 .iter()
@@ -165,7 +165,7 @@ mod tests {
         // Read again from further on: 10..=19 were never seen here.
         lanes.open(0, 20);
         assert_eq!(lanes.start(0), Some(20));
-        assert_eq!(lanes.high_water(), vec![Position::new(0, 9)]);
+        assert_eq!(lanes.high_water().as_slice(), [Position::new(0, 9)]);
         assert!(!lanes.advance(Position::new(1, 0)));
         lanes.forget(0);
         assert_eq!(lanes.start(0), None);

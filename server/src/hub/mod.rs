@@ -123,6 +123,10 @@ struct Shared {
 
 type Shard = HashMap<Arc<str>, User>;
 
+/// A user's floors: one lane in most hubs (v2, or a topic of one partition), kept inline so
+/// a user entry costs no allocation for it.
+type Floor = smallvec::SmallVec<[Position; 1]>;
+
 impl Shared {
     fn held_lock(&self) -> MutexGuard<'_, Vec<Arc<str>>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
@@ -135,7 +139,7 @@ struct User {
     streams: Vec<Subscriber>,
     history: VecDeque<Entry>,
     /// Per lane, the highest seq this entry can no longer vouch for (evicted or older than it).
-    floor: Vec<Position>,
+    floor: Floor,
     /// The highest serial evicted from `history`: a replay whose cursor is below it missed
     /// something.
     evicted_serial: u64,
@@ -978,7 +982,7 @@ impl Hub {
         stats
     }
 
-    fn high_water(&self) -> Vec<Position> {
+    fn high_water(&self) -> Floor {
         match self.shared.config.numbering {
             Numbering::Own => {
                 // The last id handed out is the high water.
