@@ -410,6 +410,7 @@ async fn main() -> Result<()> {
             payload: args.payload,
             rounds: args.size(args.absent_rounds, 3, 1),
             topic: args.kafka_topic.clone(),
+            floor: None,
         };
         sizes.push(format!(
             "absent-cpu {} records x {} rounds over {} users",

@@ -6,6 +6,10 @@
 //! (SIGSTOP), `records` records for `users` users without streams are produced, the server is
 //! resumed in front of that backlog, and its utime + stime until `/metrics` says it has read
 //! them all, less the idle rate over the same time, is divided by the records.
+//!
+//! Then `kafka-floor` (next to `loadgen`) reads the same records with the Kafka client alone,
+//! under the server's consumer settings, and does nothing with them: the part of the figure no
+//! change to the server's own code can remove.
 
 use super::kafka::signal;
 use super::records::{Producer, RECORDS_READ, probe_consumer, wait_for_metric};
@@ -14,7 +18,13 @@ use crate::http::metric;
 use crate::procstat::{Binaries, CpuMark, Kind, Server};
 use crate::table::{Row, fmt_num};
 use crate::tansu::Broker;
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
+use futures_util::StreamExt;
+use rdkafka::{
+    ClientConfig, Message,
+    consumer::{Consumer, StreamConsumer},
+};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Sizes for absent-cpu.
@@ -27,6 +37,8 @@ pub struct Config {
     pub payload: usize,
     pub rounds: usize,
     pub topic: String,
+    /// `kafka-floor` (default: next to this executable).
+    pub floor: Option<PathBuf>,
 }
 
 /// One round.
@@ -47,6 +59,8 @@ pub struct Outcome {
     pub idle_us_per_sec: f64,
     pub rounds: Vec<Round>,
     pub rss_mib: f64,
+    /// The Kafka client alone on the same records.
+    pub floor: Result<FloorCpu, String>,
 }
 
 pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
@@ -132,6 +146,10 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
     }
     let rss_mib = server.rss_kib()? as f64 / 1024.0;
     server.stop().await;
+    // Every record the server read: the probe and the rounds.
+    let floor = floor(cfg, broker.addr, read as u64)
+        .await
+        .map_err(|e| format!("{e:#}"));
     broker.stop().await;
     Ok(Outcome {
         records: cfg.records,
@@ -139,6 +157,110 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
         idle_us_per_sec,
         rounds,
         rss_mib,
+        floor,
+    })
+}
+
+/// `kafka-floor`'s options.
+#[derive(Debug, Clone, clap::Parser)]
+pub struct FloorOpts {
+    #[arg(long)]
+    pub broker: std::net::SocketAddr,
+    #[arg(long)]
+    pub topic: String,
+    /// Records to read from the topic's start.
+    #[arg(long)]
+    pub records: u64,
+}
+
+/// What reading the records alone cost, from the first record to the last.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct FloorCpu {
+    pub us_per_record: f64,
+    pub user_us_per_record: f64,
+    pub sys_us_per_record: f64,
+    pub records_per_sec: f64,
+}
+
+/// Runs `kafka-floor` in a process of its own, so its CPU is all it read.
+async fn floor(cfg: &Config, broker: std::net::SocketAddr, records: u64) -> Result<FloorCpu> {
+    let bin = match &cfg.floor {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("kafka-floor"),
+    };
+    ensure!(
+        bin.is_file(),
+        "{} not found (cargo build --release -p bench)",
+        bin.display()
+    );
+    progress(format!(
+        "absent-cpu: the Kafka client alone reads the {records} records"
+    ));
+    let run = tokio::process::Command::new(&bin)
+        .args(["--broker", &broker.to_string(), "--topic", &cfg.topic])
+        .args(["--records", &records.to_string()])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(600), run)
+        .await
+        .context("kafka-floor ran over 600 s")??;
+    ensure!(
+        out.status.success(),
+        "kafka-floor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cpu: FloorCpu = serde_json::from_slice(&out.stdout).context("kafka-floor's output")?;
+    progress(format!("absent-cpu: the Kafka client alone: {cpu:?}"));
+    Ok(cpu)
+}
+
+/// The consumer settings of the server (server/src/kafka/consumer.rs, `config` and `create`)
+/// that bear on how records are fetched and handed over.
+fn floor_config(opts: &FloorOpts) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", opts.broker.to_string())
+        .set("group.id", format!("kafka-floor-{}", std::process::id()))
+        .set("enable.partition.eof", "false")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .set("socket.nagle.disable", "true")
+        .set("queued.max.messages.kbytes", "2048")
+        .set("queued.min.messages", "2000")
+        .set("fetch.queue.backoff.ms", "10")
+        .set("statistics.interval.ms", "5000");
+    config
+}
+
+/// Reads `opts.records` records and touches each one's payload, nothing more.
+pub async fn read_only(opts: &FloorOpts) -> Result<FloorCpu> {
+    let consumer: StreamConsumer = floor_config(opts).create()?;
+    consumer.subscribe(&[&opts.topic])?;
+    let pid = std::process::id();
+    let first = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+        .await
+        .context("no record within 60 s")??;
+    let mark = CpuMark::now(pid)?;
+    let mut bytes = first.payload().map_or(0, <[u8]>::len);
+    drop(first);
+    let mut messages = consumer.stream();
+    for _ in 1..opts.records {
+        let message = tokio::time::timeout(Duration::from_secs(60), messages.next())
+            .await
+            .context("the records stopped coming for 60 s")?
+            .context("the stream ended")??;
+        bytes += message.payload().map_or(0, <[u8]>::len);
+    }
+    let used = mark.since(pid)?;
+    ensure!(bytes > 0, "the records were empty");
+    let n = opts.records.saturating_sub(1).max(1) as f64;
+    Ok(FloorCpu {
+        us_per_record: used.total_us() as f64 / n,
+        user_us_per_record: used.user_us as f64 / n,
+        sys_us_per_record: used.sys_us as f64 / n,
+        records_per_sec: n / used.wall.as_secs_f64(),
     })
 }
 
@@ -191,5 +313,26 @@ pub fn rows(outcome: &Result<Outcome>) -> Vec<Row> {
         ),
         Row::info(S, "RSS at the end (MiB)", Some(o.rss_mib), None),
         Row::note(S, &format!("every round (us): {}", all.join(" ")), None),
+        match &o.floor {
+            Ok(floor) => Row::info(
+                S,
+                "the Kafka client alone on the same records, the server's consumer settings (us per record, user + kernel)",
+                Some(floor.us_per_record),
+                None,
+            ),
+            Err(e) => Row::note(
+                S,
+                &format!("the Kafka client alone: failed: {e}"),
+                Some(false),
+            ),
+        },
+        Row::info(
+            S,
+            "the server's own share (us per record: the first figure less the Kafka client's)",
+            total
+                .zip(o.floor.as_ref().ok())
+                .map(|(t, f)| t - f.us_per_record),
+            None,
+        ),
     ]
 }
