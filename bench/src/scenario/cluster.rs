@@ -11,10 +11,12 @@
 //! event. Workers count every seq they own, so lost and duplicated are exact.
 //!
 //! Phases: idle (each instance's idle CPU), warm-up, steady (the measured window: delivered
-//! per second, delay, CPU and RSS per instance), then records at the same rate for users with
-//! no stream anywhere, which gives each instance's CPU per absent-user record. CPU per
-//! local-user record is what the steady window's CPU leaves once idle and the absent records
-//! (at that measured cost) are taken out.
+//! per second, delay, CPU and RSS per instance), idle again, then records at the same rate for
+//! users with no stream anywhere, which gives each instance's CPU per absent-user record, and
+//! idle once more. Each window's CPU is set against the idle CPU measured on both sides of it:
+//! 15,000 streams' keep-alives take ten times what the records do, and drift over a run. CPU
+//! per local-user record is what the steady window's CPU leaves once idle and the absent
+//! records (at that measured cost) are taken out.
 
 use super::records::{Producer, RECORDS_READ, wait_for_metric, wall_us};
 use super::{median, now_us, open_stream, percentile, progress};
@@ -408,17 +410,7 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
     let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
     let worker_pids: Vec<u32> = workers.iter().filter_map(Worker::pid).collect();
     let broker_pid = broker.pid().context("tansu is not running")?;
-    let marks =
-        |pids: &[u32]| -> Result<Vec<CpuMark>> { pids.iter().map(|&p| CpuMark::now(p)).collect() };
-
-    // Idle.
-    let idle_marks = marks(&pids)?;
-    tokio::time::sleep(Duration::from_secs(cfg.idle_secs)).await;
-    let mut idle_rate = Vec::new();
-    for (m, &p) in idle_marks.iter().zip(&pids) {
-        let used = m.since(p)?;
-        idle_rate.push(used.total_us() as f64 / used.wall.as_secs_f64());
-    }
+    let idle_rate = idle_rates(&pids, cfg.idle_secs).await?;
     progress(format!("cluster: idle CPU (us/s) {idle_rate:.0?}"));
 
     // Live records, warm-up then steady.
@@ -491,7 +483,10 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // Records for users with no stream anywhere, at the same rate.
+    // Records for users with no stream anywhere, at the same rate. Their cost is a few percent
+    // of what 15,000 streams' keep-alives take, which drifts over a run: the idle CPU it is
+    // set against is measured just before and just after.
+    let idle_before = idle_rates(&pids, cfg.idle_secs).await?;
     let before = read_counts(&servers).await;
     let absent_marks = marks(&pids)?;
     let absent_seq = Arc::new(AtomicU64::new(0));
@@ -508,7 +503,7 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
     let producer = absent.await??;
     let absent_records = absent_seq.load(Ordering::Relaxed);
     producer.flush(Duration::from_secs(60)).await?;
-    let mut absent_cost = Vec::new();
+    let mut absent_used = Vec::new();
     for (i, s) in servers.iter().enumerate() {
         let target = before[i] + absent_records as f64;
         let got = wait_for_metric(
@@ -526,11 +521,19 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
             "instance {i} read {} of {absent_records} absent-user records",
             got - before[i]
         );
-        let net = used.total_us() as f64 - idle_rate[i] * used.wall.as_secs_f64();
-        absent_cost.push(net / absent_records as f64);
+        absent_used.push(used);
     }
+    let idle_after = idle_rates(&pids, cfg.idle_secs).await?;
+    let absent_cost: Vec<f64> = absent_used
+        .iter()
+        .enumerate()
+        .map(|(i, used)| {
+            let idle = (idle_before[i] + idle_after[i]) / 2.0;
+            (used.total_us() as f64 - idle * used.wall.as_secs_f64()) / absent_records as f64
+        })
+        .collect();
     progress(format!(
-        "cluster: {absent_records} absent-user records; CPU per record (us) {absent_cost:.2?}"
+        "cluster: {absent_records} absent-user records; idle CPU before {idle_before:.0?}, after {idle_after:.0?} (us/s); CPU per record (us) {absent_cost:.2?}"
     ));
 
     // The workers' counts.
@@ -556,11 +559,12 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
     for i in 0..k {
         let local = (s0..s1).filter(|s| s % k as u64 == i as u64).count() as f64;
         let absent_n = steady as f64 - local;
-        let net =
-            steady_used[i].total_us() as f64 - idle_rate[i] * steady_used[i].wall.as_secs_f64();
+        // The idle CPU measured before the warm-up and after the steady window.
+        let idle = (idle_rate[i] + idle_before[i]) / 2.0;
+        let net = steady_used[i].total_us() as f64 - idle * steady_used[i].wall.as_secs_f64();
         instances.push(Instance {
             rss_mib: rss[i],
-            idle_us_per_sec: idle_rate[i],
+            idle_us_per_sec: idle,
             us_per_record: net / steady.max(1) as f64,
             local_us_per_record: (net - absent_n * absent_cost[i]) / local.max(1.0),
             absent_us_per_record: absent_cost[i],
@@ -593,6 +597,24 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
     };
     progress(format!("cluster: {outcome:?}"));
     Ok(outcome)
+}
+
+fn marks(pids: &[u32]) -> Result<Vec<CpuMark>> {
+    pids.iter().map(|&p| CpuMark::now(p)).collect()
+}
+
+/// Each instance's CPU per second over `secs` with nothing to read.
+async fn idle_rates(pids: &[u32], secs: u64) -> Result<Vec<f64>> {
+    let start = marks(pids)?;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    start
+        .iter()
+        .zip(pids)
+        .map(|(m, &p)| {
+            let used = m.since(p)?;
+            Ok(used.total_us() as f64 / used.wall.as_secs_f64())
+        })
+        .collect()
 }
 
 /// Rows for cluster.
