@@ -4,7 +4,7 @@
 //! figures include everything the process does (allocator, runtime threads, librdkafka).
 
 use crate::http;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -136,6 +136,20 @@ impl Kind {
             Kind::Baseline => "baseline",
         }
     }
+}
+
+/// `explicit` when given, else the binary `name` next to this executable; it must exist.
+pub fn sibling_binary(explicit: Option<&Path>, name: &str) -> Result<PathBuf> {
+    let bin = match explicit {
+        Some(path) => path.to_owned(),
+        None => std::env::current_exe()?.with_file_name(name),
+    };
+    ensure!(
+        bin.is_file(),
+        "{} not found (cargo build --release -p bench)",
+        bin.display()
+    );
+    Ok(bin)
 }
 
 /// Where the server binaries are and what extra arguments `ssepush` gets.

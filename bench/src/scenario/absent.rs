@@ -15,7 +15,7 @@ use super::kafka::signal;
 use super::records::{Producer, RECORDS_READ, probe_consumer, wait_for_metric};
 use super::{median, progress};
 use crate::http::metric;
-use crate::procstat::{Binaries, CpuMark, Kind, Server};
+use crate::procstat::{Binaries, CpuMark, Kind, Server, sibling_binary};
 use crate::table::{Row, fmt_num};
 use crate::tansu::Broker;
 use anyhow::{Context, Result, ensure};
@@ -184,15 +184,7 @@ pub struct FloorCpu {
 
 /// Runs `kafka-floor` in a process of its own, so its CPU is all it read.
 async fn floor(cfg: &Config, broker: std::net::SocketAddr, records: u64) -> Result<FloorCpu> {
-    let bin = match &cfg.floor {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("kafka-floor"),
-    };
-    ensure!(
-        bin.is_file(),
-        "{} not found (cargo build --release -p bench)",
-        bin.display()
-    );
+    let bin = sibling_binary(cfg.floor.as_deref(), "kafka-floor")?;
     progress(format!(
         "absent-cpu: the Kafka client alone reads the {records} records"
     ));

@@ -21,7 +21,7 @@
 use super::records::{Producer, RECORDS_READ, wait_for_metric, wall_us};
 use super::{median, now_us, open_stream, percentile, progress};
 use crate::http::metric;
-use crate::procstat::{Binaries, CpuMark, Kind, Server, log_tail, raise_fd_limit};
+use crate::procstat::{Binaries, CpuMark, Kind, Server, log_tail, raise_fd_limit, sibling_binary};
 use crate::sse::Item;
 use crate::table::{Row, fmt_num};
 use crate::tansu::Broker;
@@ -337,15 +337,7 @@ fn produce_at_rate(
 }
 
 pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
-    let worker_bin = match &cfg.worker {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("cluster-worker"),
-    };
-    ensure!(
-        worker_bin.is_file(),
-        "{} not found (cargo build --release -p bench)",
-        worker_bin.display()
-    );
+    let worker_bin = sibling_binary(cfg.worker.as_deref(), "cluster-worker")?;
     let k = cfg.instances;
     let users = (k * cfg.streams) as u64;
     let broker = Broker::start_found(&bins.log_dir, &cfg.topic).await?;
