@@ -216,7 +216,7 @@ impl LoopState {
         match self.partitions.get_mut(&partition) {
             None => {
                 let first = (offset, message.timestamp().to_millis());
-                let opening = Opening::look_up(consumer, settings, partition, first).await;
+                let opening = Opening::look_up(consumer, kafka, partition, first).await;
                 self.partitions.insert(
                     partition,
                     Partition {
@@ -342,15 +342,16 @@ impl Opening {
     /// `offset` and `stamp` are the first record's the consumer was handed.
     async fn look_up(
         consumer: &Arc<KafkaConsumer>,
-        settings: &Settings,
+        kafka: &Kafka,
         partition: i32,
         (offset, stamp): (i64, Option<i64>),
     ) -> Self {
+        let settings = kafka.settings();
         let cutoff_ms = now_millis().saturating_sub(settings.history_ttl.as_millis() as i64);
-        let catch_up_end = watermarks(consumer, &settings.topic, partition)
+        let catch_up_end = watermarks(consumer, kafka, partition)
             .await
             .map_or(offset, |(_, high)| high);
-        let window = match window_start(consumer, settings, partition, cutoff_ms).await {
+        let window = match window_start(consumer, kafka, partition, cutoff_ms).await {
             Ok(Some(found)) if found <= offset && stamp.is_some_and(|t| t < cutoff_ms) => {
                 // The first record is older than the window. A broker without a time index
                 // (tansu) gives the log's start for any time; where the window starts is then
@@ -358,7 +359,7 @@ impl Opening {
                 // records. Reading starts at the log's end instead: resumes from before it are
                 // read back from Kafka.
                 let far = now_millis().saturating_add(86_400_000);
-                match window_start(consumer, settings, partition, far).await {
+                match window_start(consumer, kafka, partition, far).await {
                     Ok(Some(_)) => {
                         tracing::info!(
                             partition,
@@ -379,10 +380,12 @@ impl Opening {
         };
         if window > offset {
             let (consumer, topic) = (consumer.clone(), settings.topic.clone());
-            let seek = tokio::task::spawn_blocking(move || {
-                consumer.seek(&topic, partition, Offset::Offset(window), REQUEST_TIMEOUT)
-            })
-            .await;
+            let seek = kafka
+                .calls()
+                .run(move || {
+                    consumer.seek(&topic, partition, Offset::Offset(window), REQUEST_TIMEOUT)
+                })
+                .await;
             // Not fatal: records below the window are skipped as they arrive.
             if let Ok(Err(e)) = seek {
                 tracing::debug!(partition, error = %e, "kafka seek to the history window failed");
@@ -422,26 +425,28 @@ impl Opening {
 /// that recent.
 async fn window_start(
     consumer: &Arc<KafkaConsumer>,
-    settings: &Settings,
+    kafka: &Kafka,
     partition: i32,
     since: i64,
 ) -> anyhow::Result<Option<i64>> {
-    let (consumer, topic) = (consumer.clone(), settings.topic.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut query = TopicPartitionList::new();
-        query.add_partition_offset(&topic, partition, Offset::Offset(since))?;
-        let found = consumer.offsets_for_times(query, REQUEST_TIMEOUT)?;
-        let elem = found
-            .find_partition(&topic, partition)
-            .ok_or_else(|| anyhow::anyhow!("no answer for the partition"))?;
-        elem.error()?;
-        match elem.offset() {
-            Offset::Offset(o) => Ok(Some(o)),
-            Offset::End => Ok(None),
-            other => anyhow::bail!("unexpected offset {other:?}"),
-        }
-    })
-    .await?
+    let (consumer, topic) = (consumer.clone(), kafka.settings().topic.clone());
+    kafka
+        .calls()
+        .run(move || {
+            let mut query = TopicPartitionList::new();
+            query.add_partition_offset(&topic, partition, Offset::Offset(since))?;
+            let found = consumer.offsets_for_times(query, REQUEST_TIMEOUT)?;
+            let elem = found
+                .find_partition(&topic, partition)
+                .ok_or_else(|| anyhow::anyhow!("no answer for the partition"))?;
+            elem.error()?;
+            match elem.offset() {
+                Offset::Offset(o) => Ok(Some(o)),
+                Offset::End => Ok(None),
+                other => anyhow::bail!("unexpected offset {other:?}"),
+            }
+        })
+        .await?
 }
 
 /// A partition whose high watermark fell below the highest one seen, and below our position,
@@ -454,7 +459,7 @@ async fn restart_recreated_partitions(
 ) {
     let topic = &kafka.settings().topic;
     for (&partition, p) in partitions.iter_mut() {
-        let Some((low, high)) = watermarks(consumer, topic, partition).await else {
+        let Some((low, high)) = watermarks(consumer, kafka, partition).await else {
             continue;
         };
         if high >= p.max_high || high >= p.next {
@@ -471,14 +476,16 @@ async fn restart_recreated_partitions(
         forget_partition(kafka, consumer, partition, p);
         let consumer = consumer.clone();
         let topic = topic.clone();
-        let rewound = tokio::task::spawn_blocking(move || {
-            // Stored too, or the next commit would write the stale position back.
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, partition, Offset::Offset(low))?;
-            consumer.store_offsets(&tpl)?;
-            consumer.seek(&topic, partition, Offset::Offset(low), REQUEST_TIMEOUT)
-        })
-        .await;
+        let rewound = kafka
+            .calls()
+            .run(move || {
+                // Stored too, or the next commit would write the stale position back.
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&topic, partition, Offset::Offset(low))?;
+                consumer.store_offsets(&tpl)?;
+                consumer.seek(&topic, partition, Offset::Offset(low), REQUEST_TIMEOUT)
+            })
+            .await;
         match rewound {
             Ok(Ok(())) => {
                 kafka.hub().open_lane(partition as u64, low as u64);
@@ -504,17 +511,16 @@ fn forget_partition(kafka: &Kafka, consumer: &KafkaConsumer, partition: i32, p: 
 
 async fn watermarks(
     consumer: &Arc<KafkaConsumer>,
-    topic: &str,
+    kafka: &Kafka,
     partition: i32,
 ) -> Option<(i64, i64)> {
-    let consumer = consumer.clone();
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        consumer.fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)
-    })
-    .await
-    .ok()?
-    .ok()
+    let (consumer, topic) = (consumer.clone(), kafka.settings().topic.clone());
+    kafka
+        .calls()
+        .run(move || consumer.fetch_watermarks(&topic, partition, REQUEST_TIMEOUT))
+        .await
+        .ok()?
+        .ok()
 }
 
 /// Commits the offsets stored so far, without waiting; the result reaches the context's commit

@@ -6,6 +6,7 @@
 //! the hub (at-least-once); the hub drops positions it already has, so redeliveries never reach
 //! a stream twice.
 
+mod calls;
 mod consumer;
 mod context;
 mod producer;
@@ -108,6 +109,8 @@ struct Shared {
     hub: Hub,
     metrics: Metrics,
     status: Mutex<Status>,
+    /// The consumer's blocking calls (watermarks, offset lookups, seeks).
+    calls: calls::Calls,
     /// Woken whenever the consumer has handed a record to the hub, while anyone waits.
     progress: Notify,
     /// POSTs waiting on `progress`: without any, a record wakes no one (`notify_waiters`
@@ -161,7 +164,8 @@ impl Kafka {
             "kafka clients created"
         );
         let tasks = TaskTracker::new();
-        let replayer = replay::Replayer::start(&settings, metrics.clone(), &tasks, &shutdown);
+        let replayer = replay::Replayer::start(&settings, metrics.clone(), &tasks, &shutdown)?;
+        let calls = calls::Calls::start("kafka-offsets")?;
         let kafka = Self {
             shared: Arc::new(Shared {
                 settings,
@@ -175,6 +179,7 @@ impl Kafka {
                     detail: String::new(),
                     partitions: None,
                 }),
+                calls,
                 progress: Notify::new(),
                 waiting: AtomicUsize::new(0),
                 records: AtomicU64::new(0),
@@ -196,6 +201,11 @@ impl Kafka {
 
     pub fn settings(&self) -> &Settings {
         &self.shared.settings
+    }
+
+    /// Where the consumer's blocking calls run.
+    fn calls(&self) -> &calls::Calls {
+        &self.shared.calls
     }
 
     /// Reads back from the topic what a resuming stream missed and the history no longer has,

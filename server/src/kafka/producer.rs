@@ -58,6 +58,8 @@ pub struct Producer {
     inner: RwLock<Arc<Live>>,
     /// Failed sends log their details at most once per period; each 503 is logged anyway.
     send_errors: Throttle,
+    /// Where the metadata probe runs.
+    calls: super::calls::Calls,
 }
 
 /// One librdkafka producer and what it has achieved.
@@ -80,6 +82,7 @@ impl Producer {
         Ok(Self {
             inner: RwLock::new(Arc::new(Self::create(settings)?)),
             send_errors: Throttle::new(Duration::from_secs(10)),
+            calls: super::calls::Calls::start("kafka-probe")?,
         })
     }
 
@@ -195,12 +198,14 @@ impl Producer {
     pub async fn probe(&self, settings: &Settings) -> Probe {
         let live = self.current();
         let topic = settings.topic.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            live.producer
-                .client()
-                .fetch_metadata(Some(&topic), Duration::from_millis(1500))
-        })
-        .await;
+        let result = self
+            .calls
+            .run(move || {
+                live.producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Duration::from_millis(1500))
+            })
+            .await;
         let topic = &settings.topic;
         let mut partitions = None;
         let (connected, reason, detail) = match result {

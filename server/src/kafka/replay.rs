@@ -45,6 +45,8 @@ struct Inner {
     queued: Notify,
     budget: BackfillBudget,
     metrics: Metrics,
+    /// Where the readers' watermark lookups run.
+    calls: super::calls::Calls,
 }
 
 /// One stream's gap, waiting for a reader.
@@ -80,7 +82,7 @@ impl Replayer {
         metrics: Metrics,
         tasks: &tokio_util::task::TaskTracker,
         shutdown: &CancellationToken,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let replayer = Self {
             inner: Arc::new(Inner {
                 settings: settings.clone(),
@@ -88,12 +90,13 @@ impl Replayer {
                 queued: Notify::new(),
                 budget: BackfillBudget::new(settings.replay_max_bytes),
                 metrics,
+                calls: super::calls::Calls::start("kafka-replay")?,
             }),
         };
         for n in 0..settings.replay_max_concurrent {
             tasks.spawn(reader(replayer.inner.clone(), n, shutdown.clone()));
         }
-        replayer
+        Ok(replayer)
     }
 
     pub fn budget(&self) -> &BackfillBudget {
@@ -262,10 +265,10 @@ async fn read_batch(
     };
     let low = {
         let (consumer, topic) = (consumer.clone(), settings.topic.clone());
-        tokio::task::spawn_blocking(move || {
-            consumer.fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)
-        })
-        .await
+        inner
+            .calls
+            .run(move || consumer.fetch_watermarks(&topic, partition, REQUEST_TIMEOUT))
+            .await
     };
     let low = match low {
         Ok(Ok((low, _))) => low,
