@@ -520,3 +520,25 @@ async fn a_refused_post_keeps_its_connection() {
     assert!(statuses.contains(&429), "{statuses:?}");
     server.stop().await;
 }
+
+/// With the broker gone, v3 POSTs that fail together each get their 503 about one producer
+/// timeout later: a failed send may probe the broker, and the probes run in turn on one
+/// thread, so they must not queue up one per POST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_kafka_posts_together_each_get_a_prompt_503() {
+    let server = spawn(&["--kafka-brokers", "127.0.0.1:1", "--kafka-timeout", "500ms"]).await;
+    // Three timeouts without a delivery: from then on a failure may probe.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let start = std::time::Instant::now();
+    let posts = (0..24).map(|i| {
+        let server = &server;
+        async move { server.post("v3", &format!("u{i}"), "x").await.status() }
+    });
+    let statuses = futures_util::future::join_all(posts).await;
+    let took = start.elapsed();
+    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+    // Each waits up to 0.5 s + 2 s for librdkafka's verdict, and at most one probe of 1.5 s;
+    // a probe per POST, in turn, takes 24 x 1.5 s.
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    server.stop().await;
+}

@@ -10,7 +10,7 @@ use rdkafka::{
 use std::{
     sync::{
         Arc, RwLock,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
     time::{Duration, Instant},
 };
@@ -60,6 +60,8 @@ pub struct Producer {
     send_errors: Throttle,
     /// Where the metadata probe runs.
     calls: super::calls::Calls,
+    /// A failed send's probe is under way.
+    probing: AtomicBool,
 }
 
 /// One librdkafka producer and what it has achieved.
@@ -83,6 +85,7 @@ impl Producer {
             inner: RwLock::new(Arc::new(Self::create(settings)?)),
             send_errors: Throttle::new(Duration::from_secs(10)),
             calls: super::calls::Calls::start("kafka-probe")?,
+            probing: AtomicBool::new(false),
         })
     }
 
@@ -121,7 +124,7 @@ impl Producer {
         let stuck_for = settings.timeout * STUCK_AFTER;
         let why = if let Some((code, reason)) = failed.producer.client().fatal_error() {
             format!("fatal error {code:?}: {reason}")
-        } else if failed.since_ok() >= stuck_for && self.probe(settings).await.connected {
+        } else if failed.since_ok() >= stuck_for && self.probe_for_failure(settings).await {
             format!(
                 "no delivery for {} while the broker answers",
                 humantime::format_duration(stuck_for)
@@ -142,6 +145,24 @@ impl Producer {
                 tracing::warn!(%why, error = %e, "kafka producer is stuck and could not be replaced");
             }
         }
+    }
+
+    /// Whether the broker answers, asked for a failed send unless another one's probe is under
+    /// way (then `false`: that one decides). Probes run in turn on one thread, each waiting up
+    /// to its timeout while the broker is down, so concurrent failures must not each queue one.
+    async fn probe_for_failure(&self, settings: &Settings) -> bool {
+        struct Probing<'a>(&'a AtomicBool);
+        impl Drop for Probing<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Relaxed);
+            }
+        }
+        if self.probing.swap(true, Relaxed) {
+            return false;
+        }
+        // Cleared however this ends, a POST dropped mid-probe included.
+        let _probing = Probing(&self.probing);
+        self.probe(settings).await.connected
     }
 
     /// Sends `user:text` keyed by `user` (so one user's messages share a partition and an
