@@ -146,6 +146,27 @@ async fn without_a_time_index_a_new_instance_starts_at_the_end() {
     broker.down().await;
 }
 
+/// On such a broker, a stream opened as the instance starts gets what is produced after it
+/// opened, although the consumer is handed its partition only later: reading starts at the
+/// log's end at start-up, not at the end when the partition comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_opened_at_start_up_gets_what_is_produced_before_the_partition_comes() {
+    let mut broker = Broker::start().await;
+    for i in 0..5 {
+        broker
+            .produce_stamped(format!("demo:old {i}").as_bytes(), now_ms() - 3_600_000)
+            .await;
+    }
+    let server = server_with(&broker, "early", &["--history-ttl", "10m"]).await;
+    // Right away: the consumer's group join takes longer than this.
+    let mut demo = server.open("v3", "demo").await;
+    let fresh = broker.produce(b"demo:fresh").await;
+    expect(&mut demo, "fresh", fresh).await;
+    quiet(&mut demo, 300).await;
+    server.stop().await;
+    broker.down().await;
+}
+
 /// After a restart, a client resuming from before where the new process started reading gets
 /// the gap read back from Kafka, rather than silently nothing for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

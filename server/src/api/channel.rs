@@ -142,6 +142,9 @@ async fn open_stream(
     let grant = auth::subscribe(token, user)?;
     let last = query.last_seen(&headers);
     let permit = channel.budget.try_acquire(client)?;
+    if let Sink::Kafka(kafka) = &channel.sink {
+        kafka.started().await;
+    }
     let sub = channel
         .hub
         .subscribe(user, &last, disconnect.map(|Extension(d)| d.token()))?;

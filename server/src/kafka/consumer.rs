@@ -356,17 +356,23 @@ impl Opening {
                 // The first record is older than the window. A broker without a time index
                 // (tansu) gives the log's start for any time; where the window starts is then
                 // known only by reading the partition, which took seconds for 2,000,000 old
-                // records. Reading starts at the log's end instead: resumes from before it are
-                // read back from Kafka.
+                // records. Reading starts at the log's end at start-up instead (not now:
+                // streams opened since are owed what was produced meanwhile); resumes from
+                // before it are read back from Kafka.
                 let far = now_millis().saturating_add(86_400_000);
                 match window_start(consumer, kafka, partition, far).await {
                     Ok(Some(_)) => {
+                        let end = match kafka.start_ends().await {
+                            // Not there at start-up: all of it came later.
+                            Some(ends) => ends.get(&partition).copied().unwrap_or(found),
+                            None => catch_up_end,
+                        };
                         tracing::info!(
                             partition,
-                            end = catch_up_end,
-                            "kafka: the broker has no time index; reading starts at the log's end, and resumes from before it are read back from Kafka"
+                            end,
+                            "kafka: the broker has no time index; reading starts at the log's end at start-up, and resumes from before it are read back from Kafka"
                         );
-                        catch_up_end
+                        end
                     }
                     _ => found,
                 }

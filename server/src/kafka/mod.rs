@@ -14,6 +14,7 @@ mod recent;
 pub mod record;
 mod replay;
 mod skipped;
+mod start_ends;
 
 pub use producer::Unavailable;
 
@@ -111,6 +112,8 @@ struct Shared {
     status: Mutex<Status>,
     /// The consumer's blocking calls (watermarks, offset lookups, seeks).
     calls: calls::Calls,
+    /// Where the partitions' logs ended at start-up.
+    start_ends: start_ends::StartEnds,
     /// Woken whenever the consumer has handed a record to the hub, while anyone waits.
     progress: Notify,
     /// POSTs waiting on `progress`: without any, a record wakes no one (`notify_waiters`
@@ -166,6 +169,13 @@ impl Kafka {
         let tasks = TaskTracker::new();
         let replayer = replay::Replayer::start(&settings, metrics.clone(), &tasks, &shutdown)?;
         let calls = calls::Calls::start("kafka-offsets")?;
+        let start_ends = start_ends::StartEnds::ask(
+            consumer.clone(),
+            settings.topic.clone(),
+            calls.clone(),
+            &tasks,
+            shutdown.clone(),
+        );
         let kafka = Self {
             shared: Arc::new(Shared {
                 settings,
@@ -180,6 +190,7 @@ impl Kafka {
                     partitions: None,
                 }),
                 calls,
+                start_ends,
                 progress: Notify::new(),
                 waiting: AtomicUsize::new(0),
                 records: AtomicU64::new(0),
@@ -206,6 +217,18 @@ impl Kafka {
     /// Where the consumer's blocking calls run.
     fn calls(&self) -> &calls::Calls {
         &self.shared.calls
+    }
+
+    /// Where the partitions' logs ended at start-up, once known; `None` if the broker did not
+    /// say within a few seconds of start-up.
+    async fn start_ends(&self) -> Option<start_ends::Ends> {
+        self.shared.start_ends.get().await
+    }
+
+    /// Resolves once a v3 stream may open: records produced from now on are read live,
+    /// wherever the consumer starts reading. At most a few seconds after start-up.
+    pub async fn started(&self) {
+        self.start_ends().await;
     }
 
     /// Reads back from the topic what a resuming stream missed and the history no longer has,
