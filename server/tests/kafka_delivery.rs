@@ -15,6 +15,15 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// `n` records for `demo`, stamped an hour ago: older than any history window here.
+async fn produce_old(broker: &mut Broker, n: usize) {
+    for i in 0..n {
+        broker
+            .produce_stamped(format!("demo:old {i}").as_bytes(), now_ms() - 3_600_000)
+            .await;
+    }
+}
+
 /// Reads `offsets.len()` events and checks they are `values` at `offsets`, in order.
 async fn expect_all(events: &mut Events, values: &[String], offsets: &[i64]) {
     for (value, offset) in values.iter().zip(offsets) {
@@ -85,11 +94,7 @@ async fn records_with_any_producer_clock_are_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_instance_skips_records_older_than_the_history_window() {
     let mut broker = Broker::start().await;
-    for i in 0..5 {
-        broker
-            .produce_stamped(format!("demo:old {i}").as_bytes(), now_ms() - 3_600_000)
-            .await;
-    }
+    produce_old(&mut broker, 5).await;
     let recent = broker.produce(b"demo:recent").await;
     let server = server_with(&broker, "window", &["--history-ttl", "10m"]).await;
     wait_consuming(&server, &mut broker).await;
@@ -152,11 +157,7 @@ async fn without_a_time_index_a_new_instance_starts_at_the_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_opened_at_start_up_gets_what_is_produced_before_the_partition_comes() {
     let mut broker = Broker::start().await;
-    for i in 0..5 {
-        broker
-            .produce_stamped(format!("demo:old {i}").as_bytes(), now_ms() - 3_600_000)
-            .await;
-    }
+    produce_old(&mut broker, 5).await;
     let server = server_with(&broker, "early", &["--history-ttl", "10m"]).await;
     // Right away: the consumer's group join takes longer than this.
     let mut demo = server.open("v3", "demo").await;

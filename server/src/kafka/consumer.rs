@@ -45,7 +45,7 @@ use crate::hub::Position;
 pub type KafkaConsumer = StreamConsumer<Context>;
 
 /// How long a blocking metadata or offset request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often stored offsets are committed.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);

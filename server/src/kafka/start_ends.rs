@@ -12,13 +12,14 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::{sync::watch, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{calls::Calls, consumer::KafkaConsumer};
+use super::{
+    calls::Calls,
+    consumer::{KafkaConsumer, REQUEST_TIMEOUT},
+};
 
 /// How long after start-up anything waits for the ends: a broker that is down then must not
 /// hold v3 streams for long.
 const WAIT: Duration = Duration::from_secs(3);
-/// How long one metadata or watermark request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY: Duration = Duration::from_millis(500);
 
 /// Each partition's high watermark at start-up. A partition missing from it did not exist
