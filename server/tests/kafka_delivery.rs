@@ -168,6 +168,23 @@ async fn a_stream_opened_at_start_up_gets_what_is_produced_before_the_partition_
     broker.down().await;
 }
 
+/// The same for a record from a producer whose clock is an hour behind: produced after
+/// start-up, it is live whatever its timestamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_clock_record_produced_after_start_up_is_live() {
+    let mut broker = Broker::start().await;
+    produce_old(&mut broker, 5).await;
+    let server = server_with(&broker, "late-clock", &["--history-ttl", "10m"]).await;
+    let mut demo = server.open("v3", "demo").await;
+    let late = broker
+        .produce_stamped(b"demo:late clock", now_ms() - 3_600_000)
+        .await;
+    expect(&mut demo, "late clock", late).await;
+    quiet(&mut demo, 300).await;
+    server.stop().await;
+    broker.down().await;
+}
+
 /// After a restart, a client resuming from before where the new process started reading gets
 /// the gap read back from Kafka, rather than silently nothing for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -348,31 +348,31 @@ impl Opening {
     ) -> Self {
         let settings = kafka.settings();
         let cutoff_ms = now_millis().saturating_sub(settings.history_ttl.as_millis() as i64);
-        let catch_up_end = watermarks(consumer, kafka, partition)
-            .await
-            .map_or(offset, |(_, high)| high);
+        // The end at start-up, not now: streams opened since are owed what was produced
+        // meanwhile, whatever its timestamp.
+        let catch_up_end = match kafka.start_ends().await {
+            // Not there at start-up: all of it came later.
+            Some(ends) => ends.get(&partition).copied().unwrap_or(0),
+            None => watermarks(consumer, kafka, partition)
+                .await
+                .map_or(offset, |(_, high)| high),
+        };
         let window = match window_start(consumer, kafka, partition, cutoff_ms).await {
             Ok(Some(found)) if found <= offset && stamp.is_some_and(|t| t < cutoff_ms) => {
                 // The first record is older than the window. A broker without a time index
                 // (tansu) gives the log's start for any time; where the window starts is then
                 // known only by reading the partition, which took seconds for 2,000,000 old
-                // records. Reading starts at the log's end at start-up instead (not now:
-                // streams opened since are owed what was produced meanwhile); resumes from
+                // records. Reading starts at the log's end at start-up instead: resumes from
                 // before it are read back from Kafka.
                 let far = now_millis().saturating_add(86_400_000);
                 match window_start(consumer, kafka, partition, far).await {
                     Ok(Some(_)) => {
-                        let end = match kafka.start_ends().await {
-                            // Not there at start-up: all of it came later.
-                            Some(ends) => ends.get(&partition).copied().unwrap_or(found),
-                            None => catch_up_end,
-                        };
                         tracing::info!(
                             partition,
-                            end,
+                            end = catch_up_end,
                             "kafka: the broker has no time index; reading starts at the log's end at start-up, and resumes from before it are read back from Kafka"
                         );
-                        end
+                        catch_up_end
                     }
                     _ => found,
                 }
