@@ -2,9 +2,10 @@
 //!
 //! Per partition it decides three things the broker does not say outright:
 //! - **Where to start.** On a partition's first assignment in this process, reading starts at
-//!   the later of the committed offset and the first record inside the history window, so a new
-//!   instance is current within seconds whatever the topic holds. After that no record is ever
-//!   dropped for its timestamp: producers' clocks are theirs.
+//!   the later of the committed offset and the first record inside the history window (but not
+//!   past the log's end at start-up), so a new instance is current within seconds whatever the
+//!   topic holds. After that no record is ever dropped for its timestamp: producers' clocks are
+//!   theirs.
 //! - **Redelivery.** After a rebalance the consumer reads again from the committed offset; the
 //!   hub drops positions a user already has.
 //! - **A topic created anew.** Its offsets start over, so old positions mean nothing. The
@@ -324,7 +325,7 @@ impl LoopState {
 
 /// Where reading a partition starts, the first time this process reads it: at the later of
 /// the offset it was handed (the committed one) and the first record inside the history
-/// window. Brokers without a time index (tansu) answer the window lookup with the log's
+/// window, but not past the log's end at start-up. Brokers without a time index (tansu) answer the window lookup with the log's
 /// start, so records read before the log end seen at start-up are also skipped while they
 /// are older than the window, up to the first one that is not.
 struct Opening {
@@ -350,13 +351,14 @@ impl Opening {
         let cutoff_ms = now_millis().saturating_sub(settings.history_ttl.as_millis() as i64);
         // The end at start-up, not now: streams opened since are owed what was produced
         // meanwhile, whatever its timestamp.
-        let catch_up_end = match kafka.start_ends().await {
+        let end = match kafka.start_ends().await {
             // Not there at start-up: all of it came later.
-            Some(ends) => ends.get(&partition).copied().unwrap_or(0),
+            Some(ends) => Some(ends.get(&partition).copied().unwrap_or(0)),
             None => watermarks(consumer, kafka, partition)
                 .await
-                .map_or(offset, |(_, high)| high),
+                .map(|(_, high)| high),
         };
+        let catch_up_end = end.unwrap_or(offset);
         let window = match window_start(consumer, kafka, partition, cutoff_ms).await {
             Ok(Some(found)) if found <= offset && stamp.is_some_and(|t| t < cutoff_ms) => {
                 // The first record is older than the window. A broker without a time index
@@ -377,7 +379,7 @@ impl Opening {
                     _ => found,
                 }
             }
-            Ok(Some(found)) => found,
+            Ok(Some(found)) => not_past(found, end),
             Ok(None) => catch_up_end,
             Err(e) => {
                 tracing::warn!(partition, error = %e, "kafka: could not look up the history window's first offset");
@@ -425,6 +427,14 @@ impl Opening {
             );
         }
     }
+}
+
+/// Where the history window starts, as the broker's time index `found` it, but never past the
+/// log's `end` at start-up: what was produced since is live whatever its timestamp. After a
+/// quiet spell longer than the window, the first record stamped inside it may come after
+/// records from a producer whose clock runs behind.
+fn not_past(found: i64, end: Option<i64>) -> i64 {
+    end.map_or(found, |end| found.min(end))
 }
 
 /// The offset of the partition's first record stamped `since` or later; `None` when none is
@@ -580,6 +590,32 @@ fn now_millis() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A topic quiet for longer than the window: offsets 0-99 are old. After start-up (log end
+    /// 100), a producer whose clock runs an hour behind writes 100-104, then another 105.
+    #[test]
+    fn records_produced_after_start_up_are_live_whatever_their_stamp() {
+        let now = 10_000_000;
+        let cutoff_ms = now - 600_000;
+        let stamp = |offset: i64| match offset {
+            105 => now,
+            _ => now - 3_600_000,
+        };
+        // The time index finds 105, the first record stamped inside the window.
+        let window = not_past(105, Some(100));
+        assert_eq!(window, 100);
+        let opening = Opening {
+            skip_below: window,
+            catch_up_end: 100,
+            cutoff_ms,
+            first: 0,
+        };
+        let first_kept = (window..106).find(|&o| opening.keeps(o, Some(stamp(o))));
+        assert_eq!(first_kept, Some(100));
+        // With the end unknown, the time index decides; inside the log it always does.
+        assert_eq!(not_past(105, None), 105);
+        assert_eq!(not_past(40, Some(100)), 40);
+    }
 
     #[test]
     fn consumer_config_is_at_least_once_in_its_own_group() {
