@@ -1,6 +1,7 @@
 //! The server's own cost of a v3 record for a user with no stream here, without Kafka: the
 //! record's parse and its history insert, with the default budget full so that each record also
-//! evicts the oldest entry. Run: cargo run --release -p server --example hub_absent
+//! evicts the oldest entry. Run: cargo run --release -p server --example hub_absent [ROUNDS]
+//! (BUDGET_MIB=8192 for a budget that never fills: the cost without eviction).
 
 use server::hub::{HistoryMemory, Hub, HubConfig, Numbering, Position};
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ fn main() {
             numbering: Numbering::Source,
             backfill: true,
         },
-        HistoryMemory::new(256 << 20),
+        HistoryMemory::new(std::env::var("BUDGET_MIB").map_or(256, |v| v.parse().unwrap()) << 20),
     );
     hub.open_lane(0, 0);
     let pad = "x".repeat(180);
