@@ -206,29 +206,26 @@ async fn floor(cfg: &Config, broker: std::net::SocketAddr, records: u64) -> Resu
     Ok(cpu)
 }
 
-/// The consumer settings of the server (server/src/kafka/consumer.rs, `config` and `create`)
-/// that bear on how records are fetched and handed over.
-fn floor_config(opts: &FloorOpts) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", opts.broker.to_string())
-        .set("group.id", format!("kafka-floor-{}", std::process::id()))
-        .set("enable.partition.eof", "false")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "10")
-        .set("socket.nagle.disable", "true")
-        .set("queued.max.messages.kbytes", "2048")
-        .set("queued.min.messages", "2000")
-        .set("fetch.queue.backoff.ms", "10")
-        .set("statistics.interval.ms", "5000");
-    config
+/// The server's own consumer settings (defaults, this broker and topic), in a group of its own.
+fn floor_config(opts: &FloorOpts) -> Result<ClientConfig> {
+    let broker = opts.broker.to_string();
+    let config = server::config::Config::from_args([
+        "ssepush",
+        "--kafka-brokers",
+        &broker,
+        "--kafka-topic",
+        &opts.topic,
+    ])?;
+    let settings = server::kafka::Settings::from_config(&config).context("kafka switched off")?;
+    let mut client = server::kafka::consumer_config(&settings);
+    let group = format!("kafka-floor-{}", std::process::id());
+    client.set("group.id", &group).set("client.id", &group);
+    Ok(client)
 }
 
 /// Reads `opts.records` records and touches each one's payload, nothing more.
 pub async fn read_only(opts: &FloorOpts) -> Result<FloorCpu> {
-    let consumer: StreamConsumer = floor_config(opts).create()?;
+    let consumer: StreamConsumer = floor_config(opts)?.create()?;
     consumer.subscribe(&[&opts.topic])?;
     let pid = std::process::id();
     let first = tokio::time::timeout(Duration::from_secs(60), consumer.recv())

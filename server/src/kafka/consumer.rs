@@ -87,10 +87,16 @@ pub fn config(settings: &Settings) -> ClientConfig {
     config
 }
 
-pub fn create(settings: &Settings, metrics: Metrics) -> anyhow::Result<Arc<KafkaConsumer>> {
+/// [`config`] as the running consumer has it: with the statistics its lag metrics come from.
+pub fn running_config(settings: &Settings) -> ClientConfig {
     let mut config = config(settings);
     // Consumer lag per partition for /metrics.
     config.set("statistics.interval.ms", "5000");
+    config
+}
+
+pub fn create(settings: &Settings, metrics: Metrics) -> anyhow::Result<Arc<KafkaConsumer>> {
+    let config = running_config(settings);
     let consumer: KafkaConsumer =
         config.create_with_context(Context::new("consumer").with_lag_into(metrics))?;
     consumer.subscribe(&[&settings.topic])?;

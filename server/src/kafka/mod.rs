@@ -64,6 +64,12 @@ pub struct Settings {
     pub replay_max_bytes: usize,
 }
 
+/// The v3 consumer's client settings, for tools that read a topic as the server does (the
+/// bench's `kafka-floor`).
+pub fn consumer_config(settings: &Settings) -> rdkafka::ClientConfig {
+    consumer::running_config(settings)
+}
+
 impl Settings {
     /// `None` when Kafka is switched off (`--kafka-brokers ""`).
     pub fn from_config(config: &Config) -> Option<Self> {
