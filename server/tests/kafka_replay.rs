@@ -230,3 +230,26 @@ async fn a_read_back_from_inside_a_batch_misses_none_of_it() {
     b.stop().await;
     broker.down().await;
 }
+
+/// ... and when that batch is the log's last, which tansu answers with nothing at all until a
+/// later record comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_back_from_inside_the_last_batch_misses_none_of_it() {
+    let mut broker = Broker::start().await;
+    let b = server_with(&broker, "replay-last-batch", &TINY_HISTORY).await;
+    wait_consuming(&b, &mut broker).await;
+    let texts: Vec<String> = (0..50).map(|i| format!("last batch {i}")).collect();
+    let values: Vec<Vec<u8>> = texts
+        .iter()
+        .map(|t| format!("demo:{t}").into_bytes())
+        .collect();
+    let offsets = broker.produce_batched(&values, 50).await;
+    consumed(&b, values.len() as u64 + 1).await;
+    let mut on_b = b
+        .open_with("v3", "demo", Some(&format!("0-{}", offsets[39])))
+        .await;
+    expect_all(&mut on_b, &texts[40..], &offsets[40..]).await;
+    quiet(&mut on_b, 500).await;
+    b.stop().await;
+    broker.down().await;
+}

@@ -12,6 +12,7 @@
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
+    error::KafkaResult,
 };
 use std::{
     collections::VecDeque,
@@ -24,7 +25,11 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Settings, context::Throttle, record};
+use super::{
+    Settings,
+    context::{Context, Throttle},
+    record,
+};
 use crate::{
     frame,
     hub::{BackfillBudget, Backfilled, Gap, GapHandle, Position, Unfilled},
@@ -33,6 +38,10 @@ use crate::{
 
 /// How long a metadata request of a reader may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A read that has had neither a record nor an error for this long may have started inside
+/// the log's last batch, which some brokers (tansu) answer with nothing: it starts earlier.
+const QUIET: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 pub struct Replayer {
@@ -192,7 +201,58 @@ impl Inner {
     }
 }
 
-type ReplayConsumer = StreamConsumer;
+type ReplayConsumer = StreamConsumer<Context>;
+
+/// A reader's consumer and the partitions it was given, all paused but the one being read.
+///
+/// Partitions are only ever added, never taken away: librdkafka 2.12 can abort
+/// (`rd_kafka_assignment_partition_stopped`) when an assignment changes again while an earlier
+/// change is still stopping a partition, as an `assign` or `unassign` per read did once the
+/// broker had been away. A read moves to its start with a seek instead.
+struct Partitions {
+    consumer: Arc<ReplayConsumer>,
+    topic: String,
+    assigned: Vec<i32>,
+}
+
+impl Partitions {
+    fn list(&self, partition: i32, offset: Option<u64>) -> KafkaResult<TopicPartitionList> {
+        let mut list = TopicPartitionList::new();
+        match offset {
+            Some(o) => {
+                list.add_partition_offset(&self.topic, partition, Offset::Offset(o as i64))?
+            }
+            None => {
+                list.add_partition(&self.topic, partition);
+            }
+        }
+        Ok(list)
+    }
+
+    /// Fetches `partition` from `offset` on. Records fetched from where it was before are
+    /// dropped by librdkafka (a seek starts a new fetch version).
+    fn read_from(&mut self, partition: i32, offset: u64) -> KafkaResult<()> {
+        if !self.assigned.contains(&partition) {
+            self.consumer
+                .incremental_assign(&self.list(partition, Some(offset))?)?;
+            self.assigned.push(partition);
+            return Ok(());
+        }
+        // Asynchronous (no timeout): it takes effect before the resume queued after it.
+        self.consumer.seek(
+            &self.topic,
+            partition,
+            Offset::Offset(offset as i64),
+            Duration::ZERO,
+        )?;
+        self.consumer.resume(&self.list(partition, None)?)
+    }
+
+    /// Stops fetching `partition` until the next read of it.
+    fn pause(&self, partition: i32) -> KafkaResult<()> {
+        self.consumer.pause(&self.list(partition, None)?)
+    }
+}
 
 /// Settings for a reader: no group membership (partitions are assigned by hand), no commits,
 /// and an error rather than a jump when an offset has left the topic.
@@ -213,7 +273,7 @@ fn consumer_config(settings: &Settings, n: usize) -> ClientConfig {
 }
 
 async fn reader(inner: Arc<Inner>, n: usize, shutdown: CancellationToken) {
-    let mut consumer: Option<Arc<ReplayConsumer>> = None;
+    let mut partitions: Option<Partitions> = None;
     let errors = Throttle::new(Duration::from_secs(10));
     loop {
         let batch = inner.take_batch();
@@ -223,10 +283,17 @@ async fn reader(inner: Arc<Inner>, n: usize, shutdown: CancellationToken) {
                 () = inner.queued.notified() => continue,
             }
         }
-        let reader = match &consumer {
-            Some(c) => c.clone(),
-            None => match consumer_config(&inner.settings, n).create::<ReplayConsumer>() {
-                Ok(c) => consumer.insert(Arc::new(c)).clone(),
+        if partitions.is_none() {
+            let created = consumer_config(&inner.settings, n)
+                .create_with_context::<_, ReplayConsumer>(Context::new("replay"));
+            match created {
+                Ok(c) => {
+                    partitions = Some(Partitions {
+                        consumer: Arc::new(c),
+                        topic: inner.settings.topic.clone(),
+                        assigned: Vec::new(),
+                    })
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "kafka read-back: could not create a consumer");
                     for r in batch {
@@ -234,34 +301,40 @@ async fn reader(inner: Arc<Inner>, n: usize, shutdown: CancellationToken) {
                     }
                     continue;
                 }
-            },
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = read_batch(&inner, &reader, batch, &errors) => {}
+            }
         }
+        let Some(reader) = partitions.as_mut() else {
+            continue;
+        };
+        let read = tokio::select! {
+            () = shutdown.cancelled() => return,
+            read = read_batch(&inner, reader, batch, &errors) => read,
+        };
         // Stop fetching until the next batch.
-        if let Err(e) = reader.unassign() {
-            tracing::debug!(error = %e, "kafka read-back: unassign failed");
+        if let Some(partition) = read
+            && let Err(e) = reader.pause(partition)
+        {
+            tracing::debug!(error = %e, "kafka read-back: pause failed");
         }
     }
 }
 
 /// Reads one partition once over the span of every gap in `batch`, handing each its user's
-/// records as soon as the read passes its end.
+/// records as soon as the read passes its end. Returns the partition it fetched from.
 async fn read_batch(
     inner: &Inner,
-    consumer: &Arc<ReplayConsumer>,
+    partitions: &mut Partitions,
     mut batch: Vec<Request>,
     errors: &Throttle,
-) {
+) -> Option<i32> {
     let settings = &inner.settings;
+    let consumer = partitions.consumer.clone();
     let lane = batch[0].gap.lane;
     let Ok(partition) = i32::try_from(lane) else {
         for r in batch {
             r.answer(Err(Unfilled::Gone));
         }
-        return;
+        return None;
     };
     let low = {
         let (consumer, topic) = (consumer.clone(), settings.topic.clone());
@@ -279,9 +352,9 @@ async fn read_batch(
             for r in batch {
                 r.answer(Err(Unfilled::Unavailable));
             }
-            return;
+            return None;
         }
-        Err(_) => return,
+        Err(_) => return None,
     };
     // A gap whose first record left the topic can't be filled.
     let (gone, kept): (Vec<_>, Vec<_>) = batch
@@ -291,41 +364,57 @@ async fn read_batch(
         r.answer(Err(Unfilled::Gone));
     }
     batch = kept;
-    let Some(from) = batch.iter().map(|r| r.gap.after + 1).min() else {
-        return;
-    };
+    let from = batch.iter().map(|r| r.gap.after + 1).min()?;
     let deadline = batch
         .iter()
         .map(|r| r.deadline)
         .max()
         .unwrap_or_else(Instant::now);
-    let assign = |start: u64| {
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&settings.topic, partition, Offset::Offset(start as i64))
-            .and_then(|()| consumer.assign(&assignment))
-    };
     // Where the read starts: `from`, or earlier when the broker answers past it.
     let mut start = from;
     let mut back = 1u64;
-    if let Err(e) = assign(start) {
+    // Stepping back reads records no gap needs: at most the bound a gap has.
+    let earliest = from
+        .saturating_sub(settings.replay_max_records)
+        .max(low.max(0) as u64);
+    if let Err(e) = partitions.read_from(partition, start) {
         tracing::warn!(partition, error = %e, "kafka read-back: assign failed");
         for r in batch {
             r.answer(Err(Unfilled::Unavailable));
         }
-        return;
+        return None;
     }
+    // Errors are queued events, one per failed connect and the like: drained at once, or a
+    // read after an outage waits out every error the outage queued. Only a flood is slowed.
+    let flood = Throttle::up_to(100, Duration::from_secs(1));
     let mut first = true;
+    let mut quiet_since_error = true;
     let mut last: Option<i64> = None;
     let mut read = 0u64;
     while !batch.is_empty() {
-        let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+        let wait = match first && quiet_since_error && start > earliest {
+            true => deadline.min(Instant::now() + QUIET),
+            false => deadline,
+        };
+        let message = match tokio::time::timeout_at(wait, consumer.recv()).await {
+            Err(_) if wait < deadline => {
+                // Nothing at all: the read may have started inside the log's last batch.
+                start = from.saturating_sub(back).max(earliest);
+                back = back.saturating_mul(8);
+                if partitions.read_from(partition, start).is_err() {
+                    break;
+                }
+                continue;
+            }
             Err(_) => break,
             Ok(Err(e)) => {
+                quiet_since_error = false;
                 if errors.allow() {
                     tracing::warn!(partition, error = %e, "kafka read-back: consume error");
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if !flood.allow() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 continue;
             }
             Ok(Ok(m)) => m,
@@ -337,11 +426,11 @@ async fn read_batch(
         // Some brokers (tansu) answer a fetch from inside a batch with the next batch, leaving
         // out the rest of the first: a read that begins past `from` begins again earlier, until
         // it covers `from` or starts at the log's start.
-        if std::mem::take(&mut first) && offset > from as i64 && start > low as u64 {
-            start = from.saturating_sub(back).max(low as u64);
+        if std::mem::take(&mut first) && offset > from as i64 && start > earliest {
+            start = from.saturating_sub(back).max(earliest);
             back = back.saturating_mul(8);
             first = true;
-            if assign(start).is_err() {
+            if partitions.read_from(partition, start).is_err() {
                 break;
             }
             continue;
@@ -392,4 +481,5 @@ async fn read_batch(
     for r in batch {
         r.answer(Err(Unfilled::Timeout));
     }
+    Some(partition)
 }
