@@ -198,17 +198,18 @@ async fn resume_from_an_instance_ahead_after_a_broker_restart() {
     expect(&mut demo, "new 1", new1).await;
     assert!(new1 + 2 < last_old, "the ids below are ambiguous");
 
+    assert_eq!(broker.produce(b"other:new 2").await, new1 + 1);
+    assert_eq!(broker.produce(b"demo:new 3").await, new1 + 2);
     // Another instance has already delivered new 3 (offset new1 + 2) to this client; this one
-    // has read up to new 1.
+    // may not have read it yet.
     let mut ahead = server
         .open_with("v3", "demo", Some(&format!("0-{}", new1 + 2)))
         .await;
-    // A client that saw nothing since the restart, with an id of the old numbering.
+    // A client that saw nothing since the restart, with an id of the old numbering (past the
+    // new log's end).
     let mut old = server
         .open_with("v3", "demo", Some(&format!("0-{}", last_old - 5)))
         .await;
-    assert_eq!(broker.produce(b"other:new 2").await, new1 + 1);
-    assert_eq!(broker.produce(b"demo:new 3").await, new1 + 2);
     let new4 = broker.produce(b"demo:new 4").await;
     expect(&mut ahead, "new 4", new4).await;
     quiet(&mut ahead, 1000).await;

@@ -253,3 +253,28 @@ async fn a_read_back_from_inside_the_last_batch_misses_none_of_it() {
     b.stop().await;
     broker.down().await;
 }
+
+/// A resume from an id past the end of the partition's log (from a topic deleted and created
+/// anew since) is a resync, then the user's history and live messages: not silence until the
+/// new offsets pass the old id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_past_the_topics_end_is_a_resync() {
+    let mut broker = Broker::start().await;
+    let b = server(&broker, "replay-past-end").await;
+    wait_consuming(&b, &mut broker).await;
+    let kept = broker.produce(b"demo:kept").await;
+    consumed(&b, 2).await;
+    let mut far = b.open_with("v3", "demo", Some("0-999999")).await;
+    let resync = next(&mut far, 20).await;
+    assert_eq!(resync.event, "resync", "{resync:?}");
+    assert!(resync.data.contains("past the end"), "{}", resync.data);
+    expect(&mut far, "kept", kept).await;
+    let live = broker.produce(b"demo:live").await;
+    expect(&mut far, "live", live).await;
+    // An id the log holds is taken as it is.
+    let mut near = b.open_with("v3", "demo", Some(&format!("0-{live}"))).await;
+    let later = broker.produce(b"demo:later").await;
+    expect(&mut near, "later", later).await;
+    b.stop().await;
+    broker.down().await;
+}

@@ -140,10 +140,11 @@ async fn open_stream(
     let user = query.username()?;
     tracing::Span::current().record("user", user);
     let grant = auth::subscribe(token, user)?;
-    let last = query.last_seen(&headers);
+    let mut last = query.last_seen(&headers);
     let permit = channel.budget.try_acquire(client)?;
     if let Sink::Kafka(kafka) = &channel.sink {
         kafka.started().await;
+        last = kafka.place(last).await;
     }
     let sub = channel
         .hub

@@ -514,6 +514,10 @@ impl Hub {
                 let notice = resync(raw, "the last event id is not one this server issues");
                 (vec![notice], Some(Box::new(from_start)), None, None)
             }
+            LastSeen::PastEnd(p) => {
+                let notice = resync(&p.to_string(), PAST_END);
+                (vec![notice], Some(Box::new(from_start)), None, None)
+            }
             // The source numbered its lane from scratch since, and has not reached this id
             // again here: an id of the old numbering (the client missed all of the new) or of
             // the new one on an instance ahead of this one. Decided once this process reads
@@ -982,6 +986,12 @@ impl Hub {
         stats
     }
 
+    /// One past the highest position this process has read on source lane `lane`, if it
+    /// reads it.
+    pub fn read_end(&self, lane: u64) -> Option<u64> {
+        self.shared.lanes.end(lane)
+    }
+
     fn high_water(&self) -> Floor {
         match self.shared.config.numbering {
             Numbering::Own => {
@@ -1104,6 +1114,9 @@ impl User {
         }
     }
 }
+
+const PAST_END: &str =
+    "the last event id is past the end of the topic (a Kafka topic created again since?)";
 
 const RENUMBERED: &str =
     "the source numbered its messages anew since this id (a Kafka topic created again)";

@@ -90,6 +90,9 @@ pub enum LastSeen {
     At(Position),
     /// An id this server can't place (malformed or too long): replay everything, after a resync.
     Unknown(String),
+    /// A well-formed id past the end of its source lane (v3: its Kafka partition's log): from
+    /// a topic since created anew, or from elsewhere. Replay everything, after a resync.
+    PastEnd(Position),
 }
 
 impl LastSeen {

@@ -9,6 +9,7 @@
 mod calls;
 mod consumer;
 mod context;
+mod log_ends;
 mod producer;
 mod recent;
 pub mod record;
@@ -34,7 +35,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
-    hub::{Hub, Position},
+    hub::{Hub, LastSeen, Position},
 };
 
 #[derive(Debug, Clone)]
@@ -120,6 +121,8 @@ struct Shared {
     calls: calls::Calls,
     /// Where the partitions' logs ended at start-up.
     start_ends: start_ends::StartEnds,
+    /// Where the partitions' logs end now, for resumes from past what was read here.
+    log_ends: log_ends::LogEnds,
     /// Woken whenever the consumer has handed a record to the hub, while anyone waits.
     progress: Notify,
     /// POSTs waiting on `progress`: without any, a record wakes no one (`notify_waiters`
@@ -175,6 +178,8 @@ impl Kafka {
         let tasks = TaskTracker::new();
         let replayer = replay::Replayer::start(&settings, metrics.clone(), &tasks, &shutdown)?;
         let calls = calls::Calls::start("kafka-offsets")?;
+        let log_ends =
+            log_ends::LogEnds::new(consumer.clone(), settings.topic.clone(), calls.clone());
         let start_ends = start_ends::StartEnds::ask(
             consumer.clone(),
             settings.topic.clone(),
@@ -197,6 +202,7 @@ impl Kafka {
                 }),
                 calls,
                 start_ends,
+                log_ends,
                 progress: Notify::new(),
                 waiting: AtomicUsize::new(0),
                 records: AtomicU64::new(0),
@@ -235,6 +241,34 @@ impl Kafka {
     /// wherever the consumer starts reading. At most a few seconds after start-up.
     pub async fn started(&self) {
         self.start_ends().await;
+    }
+
+    /// A resume from an id past the end of its partition's log names no record of this topic:
+    /// it comes from one that was deleted and created anew (its offsets start over), or from
+    /// elsewhere. Taken as it is, every record up to that offset would count as seen, and the
+    /// client would get nothing, without a word, until the topic's offsets caught up with it.
+    /// Asked of the broker only for ids past what this process has read.
+    pub async fn place(&self, last: LastSeen) -> LastSeen {
+        let LastSeen::At(p) = last else {
+            return last;
+        };
+        if self
+            .shared
+            .hub
+            .read_end(p.lane)
+            .is_some_and(|end| p.seq < end)
+        {
+            return last;
+        }
+        let Ok(partition) = i32::try_from(p.lane) else {
+            return last;
+        };
+        match self.shared.log_ends.high(partition).await {
+            Some(high) if u64::try_from(high).is_ok_and(|high| p.seq >= high) => {
+                LastSeen::PastEnd(p)
+            }
+            _ => last,
+        }
     }
 
     /// Reads back from the topic what a resuming stream missed and the history no longer has,
