@@ -65,6 +65,12 @@ pub struct Settings {
     pub replay_max_bytes: usize,
 }
 
+/// How far past a partition's high watermark an id must be to be taken for one the log never
+/// held. Some brokers (tansu) report the last batch's base offset + 1 as the high watermark, so
+/// ids inside that batch are past it. A batch holds far fewer records than this: one of 1 MiB
+/// (Kafka's default limit) holds at most about 100,000 of the smallest records.
+const PAST_END_MARGIN: u64 = 1_000_000;
+
 /// The v3 consumer's client settings, for tools that read a topic as the server does (the
 /// bench's `kafka-floor`).
 pub fn consumer_config(settings: &Settings) -> rdkafka::ClientConfig {
@@ -243,7 +249,7 @@ impl Kafka {
         self.start_ends().await;
     }
 
-    /// A resume from an id past the end of its partition's log names no record of this topic:
+    /// A resume from an id well past the end of its partition's log names no record of this topic:
     /// it comes from one that was deleted and created anew (its offsets start over), or from
     /// elsewhere. Taken as it is, every record up to that offset would count as seen, and the
     /// client would get nothing, without a word, until the topic's offsets caught up with it.
@@ -264,7 +270,7 @@ impl Kafka {
             return last;
         };
         match self.shared.log_ends.high(partition).await {
-            Some(high) if u64::try_from(high).is_ok_and(|high| p.seq >= high) => {
+            Some(high) if u64::try_from(high).is_ok_and(|high| p.seq >= high + PAST_END_MARGIN) => {
                 LastSeen::PastEnd(p)
             }
             _ => last,
