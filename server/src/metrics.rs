@@ -446,6 +446,11 @@ fn snapshot(state: &AppState) -> Snapshot {
             "1 while the Kafka consumer is connected.",
             one(u64::from(k.connected)),
         ));
+        gauges.push((
+            "kafka_partitions_assigned",
+            "Partitions the Kafka consumer has now; 0 means v3 records reach no stream here.",
+            one(k.partitions as u64),
+        ));
         counters.push((
             "kafka_records",
             "Kafka records read.",

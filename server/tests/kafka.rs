@@ -308,3 +308,28 @@ async fn no_broker_then_broker() {
     server.stop().await;
     broker.down().await;
 }
+
+/// Ready means v3 records reach this instance's streams: not before its consumer has its
+/// partitions (joining its group takes a few seconds after the broker first answers), nor while
+/// a rebalance or another process sharing its `--kafka-group` leaves it none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_only_with_partitions() {
+    let mut broker = Broker::start().await;
+    let server = server(&broker, "ready-partitions").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = readyz(&server).await;
+        let partitions = server.metric("ssepush_kafka_partitions_assigned").await;
+        if status == 200 {
+            // Partitions are only taken away by a rebalance, which a group of one never has.
+            assert!(partitions >= 1, "ready with no partitions: {body:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut demo = server.open("v3", "demo").await;
+    let offset = broker.produce(b"demo:ready means delivered").await;
+    expect(&mut demo, "ready means delivered", offset).await;
+    broker.down().await;
+}

@@ -13,7 +13,7 @@ use std::{
     collections::HashMap,
     sync::{
         Mutex,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     time::{Duration, Instant},
 };
@@ -64,6 +64,8 @@ pub struct Context {
     lag: Option<Metrics>,
     errors: Throttle,
     assignments: AtomicU64,
+    /// Partitions the consumer has now.
+    assigned: AtomicUsize,
     /// The last offset the broker confirmed committing, per partition.
     committed: Mutex<HashMap<i32, i64>>,
 }
@@ -75,6 +77,7 @@ impl Context {
             lag: None,
             errors: Throttle::new(Duration::from_secs(10)),
             assignments: AtomicU64::new(0),
+            assigned: AtomicUsize::new(0),
             committed: Mutex::default(),
         }
     }
@@ -105,6 +108,12 @@ impl Context {
     /// than the last may be a redelivery from the committed offset.
     pub fn assignments(&self) -> u64 {
         self.assignments.load(Relaxed)
+    }
+
+    /// How many partitions the consumer has now: none before it joins its group, while a
+    /// rebalance moves them, or when another process in the same group has them all.
+    pub fn assigned(&self) -> usize {
+        self.assigned.load(Relaxed)
     }
 }
 
@@ -148,6 +157,7 @@ impl ClientContext for Context {
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            self.assigned.store(0, Relaxed);
             tracing::info!(partitions = %describe(tpl), "kafka partitions revoked");
         }
     }
@@ -156,6 +166,7 @@ impl ConsumerContext for Context {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 self.assignments.fetch_add(1, Relaxed);
+                self.assigned.store(tpl.count(), Relaxed);
                 tracing::info!(partitions = %describe(tpl), "kafka partitions assigned")
             }
             Rebalance::Revoke(_) => {}

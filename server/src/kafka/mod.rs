@@ -20,6 +20,7 @@ mod start_ends;
 pub use producer::Unavailable;
 
 use crate::metrics::{Api, Metrics, Source};
+use rdkafka::consumer::Consumer;
 use std::{
     sync::{
         Arc, Mutex,
@@ -64,6 +65,10 @@ pub struct Settings {
     /// Bytes of read-back events held at once, server-wide.
     pub replay_max_bytes: usize,
 }
+
+/// How long the consumer may go without partitions while the broker answers before it is
+/// logged: a group join or rebalance takes a few seconds.
+const NO_PARTITIONS_WARN: Duration = Duration::from_secs(30);
 
 /// How far past a partition's high watermark an id must be to be taken for one the log never
 /// held. Some brokers (tansu) report the last batch's base offset + 1 as the high watermark, so
@@ -129,6 +134,7 @@ struct Shared {
     start_ends: start_ends::StartEnds,
     /// Where the partitions' logs end now, for resumes from past what was read here.
     log_ends: log_ends::LogEnds,
+    consumer: Arc<consumer::KafkaConsumer>,
     /// Woken whenever the consumer has handed a record to the hub, while anyone waits.
     progress: Notify,
     /// POSTs waiting on `progress`: without any, a record wakes no one (`notify_waiters`
@@ -150,6 +156,17 @@ struct Status {
     partitions: Option<usize>,
 }
 
+/// [`Kafka::readiness`] from the broker's status and the partitions the consumer has.
+fn readiness(status: &Status, assigned: usize, topic: &str) -> (bool, String) {
+    if status.connected && assigned == 0 {
+        let reason = format!(
+            "kafka: the consumer has no partitions of {topic} (joining its group, which must be this instance's own)"
+        );
+        return (false, reason);
+    }
+    (status.connected, status.reason.clone())
+}
+
 /// What became of a record the consumer read.
 #[derive(Debug, Clone, Copy)]
 enum Handled {
@@ -160,6 +177,8 @@ enum Handled {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KafkaStats {
     pub connected: bool,
+    /// Partitions the consumer has now.
+    pub partitions: usize,
     pub records: u64,
     pub skipped: u64,
 }
@@ -209,6 +228,7 @@ impl Kafka {
                 calls,
                 start_ends,
                 log_ends,
+                consumer: consumer.clone(),
                 progress: Notify::new(),
                 waiting: AtomicUsize::new(0),
                 records: AtomicU64::new(0),
@@ -343,15 +363,19 @@ impl Kafka {
         }
     }
 
-    /// Whether the broker answers and the topic exists, with the reason.
+    /// Whether the broker answers, the topic exists and the consumer has its partitions, with
+    /// the reason. Without partitions an instance delivers no record, so it is not ready:
+    /// before it has joined its group, while a rebalance lasts, and for good when another
+    /// process shares its `--kafka-group` and has them all.
     pub fn readiness(&self) -> (bool, String) {
-        let status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
-        (status.connected, status.reason.clone())
+        let assigned = self.shared.consumer.context().assigned();
+        readiness(&self.status(), assigned, &self.shared.settings.topic)
     }
 
     pub fn stats(&self) -> KafkaStats {
         KafkaStats {
-            connected: self.readiness().0,
+            connected: self.status().connected,
+            partitions: self.shared.consumer.context().assigned(),
             records: self.shared.records.load(Relaxed),
             skipped: self.shared.skipped.load(Relaxed),
         }
@@ -361,6 +385,9 @@ impl Kafka {
     async fn watch_connection(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Since when the broker answers but the consumer has no partitions, and whether that
+        // was logged.
+        let mut without: Option<(tokio::time::Instant, bool)> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -386,6 +413,25 @@ impl Kafka {
                 detail,
                 partitions: partitions.or(status.partitions),
             };
+            drop(status);
+            let assigned = self.shared.consumer.context().assigned();
+            without = match (connected && assigned == 0, without) {
+                (false, Some((_, true))) => {
+                    tracing::info!("kafka: the consumer has its partitions again");
+                    None
+                }
+                (false, _) => None,
+                (true, None) => Some((tokio::time::Instant::now(), false)),
+                (true, Some((since, false))) if since.elapsed() >= NO_PARTITIONS_WARN => {
+                    tracing::warn!(
+                        group = %self.shared.settings.group,
+                        secs = since.elapsed().as_secs(),
+                        "kafka: the broker answers but the consumer has had no partitions for a while; v3 records reach no stream here and /readyz says 503 (another process in this group, or a broker that does not finish the rebalance)"
+                    );
+                    Some((since, true))
+                }
+                (true, kept) => kept,
+            };
         }
     }
 }
@@ -404,5 +450,25 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_needs_the_broker_and_partitions() {
+        let status = |connected| Status {
+            connected,
+            reason: "kafka connected; topic t has 1 partition(s)".into(),
+            detail: String::new(),
+            partitions: Some(1),
+        };
+        assert!(readiness(&status(true), 1, "t").0);
+        let (ready, reason) = readiness(&status(true), 0, "t");
+        assert!(!ready);
+        assert!(reason.contains("no partitions of t"), "{reason}");
+        assert!(!readiness(&status(false), 1, "t").0);
     }
 }
