@@ -20,6 +20,16 @@ async fn consumed(server: &TestServer, records: u64) {
     }
 }
 
+/// `n` messages `"{label} {i}"` for `demo`, and their records.
+fn demo_records(label: &str, n: usize) -> (Vec<String>, Vec<Vec<u8>>) {
+    let texts: Vec<String> = (0..n).map(|i| format!("{label} {i}")).collect();
+    let values = texts
+        .iter()
+        .map(|t| format!("demo:{t}").into_bytes())
+        .collect();
+    (texts, values)
+}
+
 /// The next `n` events are `demo`'s messages at `offsets`, in order.
 async fn expect_all(events: &mut Events, texts: &[String], offsets: &[i64]) {
     for (text, offset) in texts.iter().zip(offsets) {
@@ -212,11 +222,7 @@ async fn a_reconnect_storm_shares_the_readers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_back_from_inside_a_batch_misses_none_of_it() {
     let mut broker = Broker::start().await;
-    let texts: Vec<String> = (0..100).map(|i| format!("batched {i}")).collect();
-    let values: Vec<Vec<u8>> = texts
-        .iter()
-        .map(|t| format!("demo:{t}").into_bytes())
-        .collect();
+    let (texts, values) = demo_records("batched", 100);
     let offsets = broker.produce_batched(&values, 50).await;
     let b = server_with(&broker, "replay-inside", &TINY_HISTORY).await;
     wait_consuming(&b, &mut broker).await;
@@ -238,11 +244,7 @@ async fn a_read_back_from_inside_the_last_batch_misses_none_of_it() {
     let mut broker = Broker::start().await;
     let b = server_with(&broker, "replay-last-batch", &TINY_HISTORY).await;
     wait_consuming(&b, &mut broker).await;
-    let texts: Vec<String> = (0..50).map(|i| format!("last batch {i}")).collect();
-    let values: Vec<Vec<u8>> = texts
-        .iter()
-        .map(|t| format!("demo:{t}").into_bytes())
-        .collect();
+    let (texts, values) = demo_records("last batch", 50);
     let offsets = broker.produce_batched(&values, 50).await;
     consumed(&b, values.len() as u64 + 1).await;
     let mut on_b = b
@@ -255,8 +257,8 @@ async fn a_read_back_from_inside_the_last_batch_misses_none_of_it() {
 }
 
 /// A resume from an id far past the end of the partition's log (from a topic deleted and
-/// created anew since) is a resync, then the user's history and live messages: not silence until the
-/// new offsets pass the old id.
+/// created anew since) is a resync, then the user's history and live messages: not silence
+/// until the new offsets pass the old id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_from_past_the_topics_end_is_a_resync() {
     let mut broker = Broker::start().await;

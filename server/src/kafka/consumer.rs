@@ -331,9 +331,10 @@ impl LoopState {
 
 /// Where reading a partition starts, the first time this process reads it: at the later of
 /// the offset it was handed (the committed one) and the first record inside the history
-/// window, but not past the log's end at start-up. Brokers without a time index (tansu) answer the window lookup with the log's
-/// start, so records read before the log end seen at start-up are also skipped while they
-/// are older than the window, up to the first one that is not.
+/// window, but not past the log's end at start-up. Brokers without a time index (tansu)
+/// answer the window lookup with the log's start, so records read before the log end seen at
+/// start-up are also skipped while they are older than the window, up to the first one that
+/// is not.
 struct Opening {
     /// Found by the broker's time index; the consumer was moved there.
     skip_below: i64,
@@ -531,7 +532,8 @@ fn forget_partition(kafka: &Kafka, consumer: &KafkaConsumer, partition: i32, p: 
     p.recent.clear();
 }
 
-async fn watermarks(
+/// A partition's low and high watermarks, asked on the consumer's calls thread.
+pub(super) async fn watermarks(
     consumer: &Arc<KafkaConsumer>,
     kafka: &Kafka,
     partition: i32,

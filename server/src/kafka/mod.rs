@@ -203,8 +203,6 @@ impl Kafka {
         let tasks = TaskTracker::new();
         let replayer = replay::Replayer::start(&settings, metrics.clone(), &tasks, &shutdown)?;
         let calls = calls::Calls::start("kafka-offsets")?;
-        let log_ends =
-            log_ends::LogEnds::new(consumer.clone(), settings.topic.clone(), calls.clone());
         let start_ends = start_ends::StartEnds::ask(
             consumer.clone(),
             settings.topic.clone(),
@@ -227,7 +225,7 @@ impl Kafka {
                 }),
                 calls,
                 start_ends,
-                log_ends,
+                log_ends: log_ends::LogEnds::default(),
                 consumer: consumer.clone(),
                 progress: Notify::new(),
                 waiting: AtomicUsize::new(0),
@@ -269,9 +267,9 @@ impl Kafka {
         self.start_ends().await;
     }
 
-    /// A resume from an id well past the end of its partition's log names no record of this topic:
-    /// it comes from one that was deleted and created anew (its offsets start over), or from
-    /// elsewhere. Taken as it is, every record up to that offset would count as seen, and the
+    /// A resume from an id well past the end of its partition's log names no record of this
+    /// topic: it comes from one that was deleted and created anew (its offsets start over), or
+    /// from elsewhere. Taken as it is, every record up to that offset would count as seen, and the
     /// client would get nothing, without a word, until the topic's offsets caught up with it.
     /// Asked of the broker only for ids past what this process has read.
     pub async fn place(&self, last: LastSeen) -> LastSeen {
@@ -289,7 +287,12 @@ impl Kafka {
         let Ok(partition) = i32::try_from(p.lane) else {
             return last;
         };
-        match self.shared.log_ends.high(partition).await {
+        let ask = || async {
+            consumer::watermarks(&self.shared.consumer, self, partition)
+                .await
+                .map(|(_, high)| high)
+        };
+        match self.shared.log_ends.high(partition, ask).await {
             Some(high) if u64::try_from(high).is_ok_and(|high| p.seq >= high + PAST_END_MARGIN) => {
                 LastSeen::PastEnd(p)
             }

@@ -319,6 +319,28 @@ async fn reader(inner: Arc<Inner>, n: usize, shutdown: CancellationToken) {
     }
 }
 
+/// Where a read starts: at `from`, or earlier while the broker answers past it or not at all,
+/// 1, 8, 64, ... records back, but never before `earliest`.
+struct Start {
+    from: u64,
+    earliest: u64,
+    at: u64,
+    back: u64,
+}
+
+impl Start {
+    fn can_step_back(&self) -> bool {
+        self.at > self.earliest
+    }
+
+    /// Moves the start further back and returns it.
+    fn step_back(&mut self) -> u64 {
+        self.at = self.from.saturating_sub(self.back).max(self.earliest);
+        self.back = self.back.saturating_mul(8);
+        self.at
+    }
+}
+
 /// Reads one partition once over the span of every gap in `batch`, handing each its user's
 /// records as soon as the read passes its end. Returns the partition it fetched from.
 async fn read_batch(
@@ -370,14 +392,16 @@ async fn read_batch(
         .map(|r| r.deadline)
         .max()
         .unwrap_or_else(Instant::now);
-    // Where the read starts: `from`, or earlier when the broker answers past it.
-    let mut start = from;
-    let mut back = 1u64;
-    // Stepping back reads records no gap needs: at most the bound a gap has.
-    let earliest = from
-        .saturating_sub(settings.replay_max_records)
-        .max(low.max(0) as u64);
-    if let Err(e) = partitions.read_from(partition, start) {
+    let mut start = Start {
+        from,
+        // Stepping back reads records no gap needs: at most the bound a gap has.
+        earliest: from
+            .saturating_sub(settings.replay_max_records)
+            .max(low.max(0) as u64),
+        at: from,
+        back: 1,
+    };
+    if let Err(e) = partitions.read_from(partition, start.at) {
         tracing::warn!(partition, error = %e, "kafka read-back: assign failed");
         for r in batch {
             r.answer(Err(Unfilled::Unavailable));
@@ -392,16 +416,14 @@ async fn read_batch(
     let mut last: Option<i64> = None;
     let mut read = 0u64;
     while !batch.is_empty() {
-        let wait = match first && quiet_since_error && start > earliest {
+        let wait = match first && quiet_since_error && start.can_step_back() {
             true => deadline.min(Instant::now() + QUIET),
             false => deadline,
         };
         let message = match tokio::time::timeout_at(wait, consumer.recv()).await {
             Err(_) if wait < deadline => {
                 // Nothing at all: the read may have started inside the log's last batch.
-                start = from.saturating_sub(back).max(earliest);
-                back = back.saturating_mul(8);
-                if partitions.read_from(partition, start).is_err() {
+                if partitions.read_from(partition, start.step_back()).is_err() {
                     break;
                 }
                 continue;
@@ -420,17 +442,15 @@ async fn read_batch(
             Ok(Ok(m)) => m,
         };
         let offset = message.offset();
-        if message.partition() != partition || offset < start as i64 {
+        if message.partition() != partition || offset < start.at as i64 {
             continue;
         }
         // Some brokers (tansu) answer a fetch from inside a batch with the next batch, leaving
         // out the rest of the first: a read that begins past `from` begins again earlier, until
         // it covers `from` or starts at the log's start.
-        if std::mem::take(&mut first) && offset > from as i64 && start > earliest {
-            start = from.saturating_sub(back).max(earliest);
-            back = back.saturating_mul(8);
+        if std::mem::take(&mut first) && offset > from as i64 && start.can_step_back() {
             first = true;
-            if partitions.read_from(partition, start).is_err() {
+            if partitions.read_from(partition, start.step_back()).is_err() {
                 break;
             }
             continue;
