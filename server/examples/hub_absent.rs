@@ -1,7 +1,8 @@
 //! The server's own cost of a v3 record for a user with no stream here, without Kafka: the
 //! record's parse and its history insert, with the default budget full so that each record also
 //! evicts the oldest entry. Run: cargo run --release -p server --example hub_absent [ROUNDS]
-//! (BUDGET_MIB=8192 for a budget that never fills: the cost without eviction).
+//! (BUDGET_MIB=8192 for a budget that never fills: the cost without eviction; USERS=1000000
+//! for users that hold one message each, not five).
 
 use server::hub::{HistoryMemory, Hub, HubConfig, Numbering, Position};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let users = 100_000u64;
+    let users: u64 = std::env::var("USERS").map_or(100_000, |v| v.parse().unwrap());
     let rounds: usize = std::env::args().nth(1).map_or(4, |s| s.parse().unwrap());
     let per_round = 1_000_000u64;
     let hub = Hub::new(

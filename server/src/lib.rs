@@ -154,7 +154,6 @@ async fn sweep(state: AppState, token: CancellationToken) {
             () = token.cancelled() => return,
             _ = tick.tick() => {
                 state.hubs().iter().for_each(|hub| hub.sweep());
-                state.memory.prune();
                 state.publish_rate.sweep();
                 state.refusals.flush();
             }

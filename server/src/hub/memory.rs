@@ -10,18 +10,15 @@
 //! watched users go. A clustered v3 instance holds every user's records, most of them for users
 //! it does not serve; its own clients are the ones that resume from its history.
 //!
-//! The order of publication is kept as a queue of small records. A record may outlive its
-//! entry (evicted earlier by a per-user limit); such records are charged too, so the queue
-//! itself stays within the budget, and popping one frees only its own charge. The periodic
-//! sweep drops them from the front ([`HistoryMemory::prune`]), so the queue follows the history
-//! window rather than filling the budget over hours.
+//! Eviction is a pass over every user that drops the entries published before a cutoff, and it
+//! frees a sixteenth of the budget at a time. Evicting entry by entry, in the order of
+//! publication, looked up each entry's user: two cache misses per record for a clustered
+//! instance, whose users are mostly absent and far more than fit in cache. A pass reads the
+//! users in the order they lie in memory, and only the histories it shortens.
 
-use std::{
-    collections::VecDeque,
-    sync::{
-        Arc, Mutex, Weak,
-        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
-    },
+use std::sync::{
+    Arc, Mutex, MutexGuard, Weak,
+    atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
 };
 
 use super::Shared;
@@ -29,8 +26,15 @@ use super::Shared;
 /// What one history entry costs besides its frame: the entry, the frame's shared header, and a
 /// share of its user's map entry when a user has a single message.
 pub(super) const ENTRY_OVERHEAD: usize = 256;
-/// What one record of the publication order costs.
-const RECORD_COST: usize = std::mem::size_of::<Record>() + 8;
+
+/// An eviction frees at least this share of the budget, so that each pass over the users
+/// frees many entries...
+const FREE_SHARE: usize = 16;
+/// ... and at least one entry for this many users, so that the passes cost a few reads of a
+/// user per entry evicted even when each user holds only one...
+const USERS_PER_ENTRY: usize = 4;
+/// ... but never more than this share.
+const FREE_SHARE_MAX: usize = 2;
 
 /// A cheap `Clone` handle on the budget.
 #[derive(Clone)]
@@ -41,27 +45,84 @@ pub struct HistoryMemory {
 struct Inner {
     max: usize,
     used: AtomicUsize,
-    order: Mutex<Order>,
+    /// Entries charged now.
+    entries: AtomicUsize,
     /// Serial numbers of entries, rising in the order they are published.
     next_serial: AtomicU64,
     evicted: AtomicU64,
+    /// The hubs charged here, for eviction to pass over.
+    hubs: Mutex<Vec<Weak<Shared>>>,
+    /// One eviction at a time.
+    evicting: Mutex<Cutoffs>,
 }
 
-/// The publication order, in two queues of rising serials.
+/// Where eviction got to, so that the next one starts from there rather than from nothing.
 #[derive(Default)]
-struct Order {
-    /// Every record, until the budget's eviction reaches it.
-    all: VecDeque<Record>,
-    /// Records the eviction passed over because their user had a stream open then; evicted
-    /// only when `all` is empty.
-    spared: VecDeque<Record>,
+struct Cutoffs {
+    /// Entries up to this serial are gone, but for those of users watched at the time.
+    through: u64,
+    /// The oldest entries the last pass left.
+    oldest: Oldest,
+    /// Users the last pass read.
+    users: usize,
 }
 
-/// Where the entry published `serial`-th lives.
-struct Record {
-    hub: Weak<Shared>,
-    user: Arc<str>,
-    serial: u64,
+/// The oldest serials a pass left behind.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Oldest {
+    pub any: u64,
+    pub unwatched: u64,
+}
+
+impl Default for Oldest {
+    fn default() -> Self {
+        Self {
+            any: u64::MAX,
+            unwatched: u64::MAX,
+        }
+    }
+}
+
+/// Entries that left a history, whose charge is to be returned.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Freed {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
+impl Freed {
+    /// The entry whose frame was `frame_len` long, if there was one.
+    pub(super) fn one(frame_len: Option<usize>) -> Self {
+        let mut freed = Self::default();
+        freed.add(frame_len);
+        freed
+    }
+
+    pub(super) fn add(&mut self, frame_len: Option<usize>) {
+        if let Some(len) = frame_len {
+            self.entries += 1;
+            self.bytes += HistoryMemory::entry_cost(len);
+        }
+    }
+}
+
+/// What one pass over a hub did.
+#[derive(Debug, Default)]
+pub(super) struct Pass {
+    pub evicted: u64,
+    pub oldest: Oldest,
+    users: usize,
+}
+
+impl Pass {
+    /// Notes a user's oldest serial as the pass leaves it.
+    pub(super) fn left(&mut self, oldest: u64, watched: bool) {
+        self.users += 1;
+        self.oldest.any = self.oldest.any.min(oldest);
+        if !watched {
+            self.oldest.unwatched = self.oldest.unwatched.min(oldest);
+        }
+    }
 }
 
 impl std::fmt::Debug for HistoryMemory {
@@ -69,6 +130,7 @@ impl std::fmt::Debug for HistoryMemory {
         f.debug_struct("HistoryMemory")
             .field("max", &self.inner.max)
             .field("used", &self.used())
+            .field("entries", &self.inner.entries.load(Relaxed))
             .finish()
     }
 }
@@ -79,9 +141,11 @@ impl HistoryMemory {
             inner: Arc::new(Inner {
                 max: max_bytes,
                 used: AtomicUsize::new(0),
-                order: Mutex::default(),
+                entries: AtomicUsize::new(0),
                 next_serial: AtomicU64::new(1),
                 evicted: AtomicU64::new(0),
+                hubs: Mutex::default(),
+                evicting: Mutex::default(),
             }),
         }
     }
@@ -90,7 +154,7 @@ impl HistoryMemory {
         self.inner.max
     }
 
-    /// Bytes charged now: live entries and the records of publication order.
+    /// Bytes charged now.
     pub fn used(&self) -> usize {
         self.inner.used.load(Relaxed)
     }
@@ -98,6 +162,13 @@ impl HistoryMemory {
     /// Entries evicted because the budget was full.
     pub fn evicted(&self) -> u64 {
         self.inner.evicted.load(Relaxed)
+    }
+
+    /// Charges `hub`'s histories here from now on.
+    pub(super) fn register(&self, hub: &Arc<Shared>) {
+        let mut hubs = lock(&self.inner.hubs);
+        hubs.retain(|h| h.strong_count() > 0);
+        hubs.push(Arc::downgrade(hub));
     }
 
     /// The serial for an entry about to join a user's history. Taken under the user's shard
@@ -114,101 +185,105 @@ impl HistoryMemory {
     /// Charges an entry as it joins a history, under its user's shard lock: a per-user eviction
     /// that releases it can only come after.
     pub(super) fn add(&self, frame_len: usize) {
+        self.inner.entries.fetch_add(1, Relaxed);
         self.inner
             .used
             .fetch_add(Self::entry_cost(frame_len), Relaxed);
     }
 
-    /// Records that `user`'s entry `serial` in `hub` was published, then evicts the oldest
-    /// entries while the budget is exceeded. Called without any shard lock held.
-    pub(super) fn record(&self, hub: &Arc<Shared>, user: Arc<str>, serial: u64) {
-        let record = Record {
-            hub: Arc::downgrade(hub),
-            user,
-            serial,
-        };
-        self.inner.order_lock().all.push_back(record);
-        self.inner.used.fetch_add(RECORD_COST, Relaxed);
-        while self.used() > self.inner.max {
-            // Taken out under the queue's lock, evicted under the shard's: never both at once.
-            let (oldest, spare_watched) = {
-                let mut order = self.inner.order_lock();
-                match order.all.pop_front() {
-                    Some(record) => (record, true),
-                    None => match order.spared.pop_front() {
-                        Some(record) => (record, false),
-                        None => break,
-                    },
-                }
-            };
-            let Some(shared) = oldest.hub.upgrade() else {
-                self.inner.used.fetch_sub(RECORD_COST, Relaxed);
-                continue;
-            };
-            let hub = super::Hub { shared };
-            match hub.evict_through(&oldest.user, oldest.serial, spare_watched) {
-                Some(evicted) => {
-                    self.inner.used.fetch_sub(RECORD_COST, Relaxed);
-                    self.inner.evicted.fetch_add(evicted, Relaxed);
-                }
-                None => self.inner.order_lock().spared.push_back(oldest),
-            }
-        }
-    }
-
-    /// Drops records at the front of the publication order whose entries have already left
-    /// their history (by age, length, or a lane numbered anew), and gives back the queue's
-    /// spare capacity. Stops at the first record whose entry may still be there.
-    pub fn prune(&self) {
-        fn all(o: &mut Order) -> &mut VecDeque<Record> {
-            &mut o.all
-        }
-        fn spared(o: &mut Order) -> &mut VecDeque<Record> {
-            &mut o.spared
-        }
-        self.prune_queue(all);
-        self.prune_queue(spared);
-    }
-
-    fn prune_queue(&self, queue: fn(&mut Order) -> &mut VecDeque<Record>) {
-        loop {
-            let (hub, user, serial) = {
-                let mut order = self.inner.order_lock();
-                let Some(front) = queue(&mut order).front() else {
-                    break;
-                };
-                (front.hub.clone(), front.user.clone(), front.serial)
-            };
-            // Checked without the queue's lock: a shard lock is never taken under it.
-            let live = hub
-                .upgrade()
-                .is_some_and(|shared| super::Hub { shared }.may_hold(&user, serial));
-            if live {
-                break;
-            }
-            let mut order = self.inner.order_lock();
-            let records = queue(&mut order);
-            if records.front().is_some_and(|f| f.serial == serial) {
-                records.pop_front();
-                self.inner.used.fetch_sub(RECORD_COST, Relaxed);
-            }
-        }
-        let mut order = self.inner.order_lock();
-        let records = queue(&mut order);
-        let len = records.len();
-        if records.capacity() > 4 * len + 1024 {
-            records.shrink_to(2 * len);
-        }
-    }
-
     /// Returns the charge of entries that left a history, for whatever reason.
-    pub(super) fn release(&self, bytes: usize) {
-        self.inner.used.fetch_sub(bytes, Relaxed);
+    pub(super) fn release(&self, freed: Freed) {
+        if freed.entries > 0 {
+            self.inner.entries.fetch_sub(freed.entries, Relaxed);
+            self.inner.used.fetch_sub(freed.bytes, Relaxed);
+        }
+    }
+
+    /// Evicts the oldest entries if the budget is exceeded. Called without any shard lock
+    /// held. A publisher that finds an eviction under way goes on: that eviction runs until it
+    /// has made room for what was published meanwhile too.
+    pub(super) fn enforce(&self) {
+        if self.used() <= self.inner.max {
+            return;
+        }
+        let mut cutoffs = match self.inner.evicting.try_lock() {
+            Ok(cutoffs) => cutoffs,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        if self.used() <= self.inner.max {
+            return;
+        }
+        let goal = self.inner.max - self.to_free(cutoffs.users);
+        // What the last eviction saw may be stale: "nothing left" is only believed from a pass
+        // of this one.
+        let mut seen_now = false;
+        // Users without a stream first; only if that is not enough, everyone.
+        for spare_watched in [true, false] {
+            let mut through = if spare_watched { cutoffs.through } else { 0 };
+            while self.used() > goal {
+                let oldest = match spare_watched {
+                    true => cutoffs.oldest.unwatched,
+                    false => cutoffs.oldest.any,
+                };
+                if oldest == u64::MAX && seen_now {
+                    break;
+                }
+                let hubs: Vec<_> = lock(&self.inner.hubs)
+                    .iter()
+                    .filter_map(Weak::upgrade)
+                    .collect();
+                let next = self.inner.next_serial.load(Relaxed);
+                // From the oldest entry left, as far as the bytes to free take.
+                let from = match oldest {
+                    u64::MAX => through,
+                    oldest => through.max(oldest - 1),
+                };
+                let cutoff = from.saturating_add(self.span(goal, next, cutoffs.oldest.any));
+                let mut pass = Pass::default();
+                for shared in hubs {
+                    super::Hub { shared }.evict_through(cutoff, spare_watched, &mut pass);
+                }
+                self.inner.evicted.fetch_add(pass.evicted, Relaxed);
+                cutoffs.oldest = pass.oldest;
+                cutoffs.users = pass.users;
+                seen_now = true;
+                through = cutoff;
+                if spare_watched {
+                    cutoffs.through = cutoff;
+                }
+                if cutoff >= next {
+                    // Past every entry there was when the pass began.
+                    break;
+                }
+            }
+        }
+    }
+
+    /// How many bytes an eviction frees, given how many users a pass reads.
+    fn to_free(&self, users: usize) -> usize {
+        let max = self.inner.max;
+        let entries = self.inner.entries.load(Relaxed).max(1);
+        let per_users = (users / USERS_PER_ENTRY).saturating_mul(self.used() / entries);
+        per_users.clamp(max / FREE_SHARE, max / FREE_SHARE_MAX)
+    }
+
+    /// How many serials past the oldest entry an eviction reaches to bring the budget down to
+    /// `goal`: the entries it needs at their average cost, over the share of serials since the
+    /// oldest entry that still have one (the rest left by per-user limits).
+    fn span(&self, goal: usize, next: u64, oldest: u64) -> u64 {
+        let used = self.used();
+        let entries = self.inner.entries.load(Relaxed).max(1);
+        let needed = (used.saturating_sub(goal)).div_ceil((used / entries).max(1));
+        let serials = match oldest {
+            u64::MAX => entries as u64,
+            oldest => next.saturating_sub(oldest).max(entries as u64),
+        };
+        let span = needed as u128 * serials as u128 / entries as u128;
+        u64::try_from(span).unwrap_or(u64::MAX).max(1)
     }
 }
 
-impl Inner {
-    fn order_lock(&self) -> std::sync::MutexGuard<'_, Order> {
-        self.order.lock().unwrap_or_else(|e| e.into_inner())
-    }
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

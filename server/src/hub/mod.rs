@@ -138,6 +138,9 @@ struct User {
     name: Arc<str>,
     streams: Vec<Subscriber>,
     history: VecDeque<Entry>,
+    /// Serial of the history's oldest entry (`u64::MAX` if none): the budget's eviction reads
+    /// it for every user, and it lies beside the rest of the user where the history does not.
+    oldest: u64,
     /// Per lane, the highest seq this entry can no longer vouch for (evicted or older than it).
     floor: Floor,
     /// The highest serial evicted from `history`: a replay whose cursor is below it missed
@@ -263,7 +266,7 @@ impl Hub {
         let local_lane = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        Self {
+        let hub = Self {
             shared: Arc::new(Shared {
                 config,
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -281,7 +284,9 @@ impl Hub {
                 held_count: AtomicUsize::new(0),
                 lane_opened: tokio::sync::Notify::new(),
             }),
-        }
+        };
+        hub.shared.memory.register(&hub.shared);
+        hub
     }
 
     pub fn name(&self) -> &'static str {
@@ -302,6 +307,7 @@ impl Hub {
             name,
             streams: Vec::new(),
             history: VecDeque::new(),
+            oldest: u64::MAX,
             floor: self.high_water(),
             evicted_serial: 0,
         }
@@ -375,7 +381,6 @@ impl Hub {
                 shard.entry(name.clone()).or_insert(self.new_user(name))
             }
         };
-        let key = entry.name.clone();
         let position = match source {
             Some(position) => {
                 if entry
@@ -439,10 +444,11 @@ impl Hub {
             at: now,
             delivered,
         });
+        entry.oldest = entry.oldest.min(serial);
         slow += entry.settle_held(&self.shared.lanes, now);
         entry.evict(&self.shared.config, now, memory);
         drop(shard);
-        memory.record(&self.shared, key, serial);
+        memory.enforce();
         if source.is_some() {
             self.settle_held_at(now);
         }
@@ -729,42 +735,30 @@ impl Hub {
         replay.backfill = Some(Backfill::Ready(read));
     }
 
-    /// Whether `user`'s history may still hold the entry published `serial`-th: entries
-    /// leave a history oldest first, so once its oldest is later, that one is gone.
-    fn may_hold(&self, user: &str, serial: u64) -> bool {
-        let shard = self.shard(user);
-        shard
-            .get(user)
-            .and_then(|entry| entry.history.front())
-            .is_some_and(|oldest| oldest.serial <= serial)
-    }
-
-    /// Evicts `user`'s entries up to `serial`, the oldest on the server, to keep history
-    /// within its memory budget. Returns how many were evicted, or `None` when `spare_watched`
-    /// and the user has a stream open here: then nothing is evicted.
-    fn evict_through(&self, user: &str, serial: u64, spare_watched: bool) -> Option<u64> {
-        let mut shard = self.shard(user);
-        let Some(entry) = shard.get_mut(user) else {
-            return Some(0);
-        };
-        if spare_watched
-            && !entry.streams.is_empty()
-            && entry.history.front().is_some_and(|e| e.serial <= serial)
-        {
-            return None;
+    /// Evicts every entry published at or before `cutoff`, to keep history within its memory
+    /// budget; with `spare_watched`, not those of users with a stream open here. One pass over
+    /// the users in the order they lie in memory: only the histories it shortens are read.
+    fn evict_through(&self, cutoff: u64, spare_watched: bool, pass: &mut memory::Pass) {
+        for shard in self.shared.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            // Charges are returned once per shard rather than with two atomics per entry.
+            let mut freed = memory::Freed::default();
+            shard.retain(|_, user| {
+                let watched = !user.streams.is_empty();
+                if user.oldest <= cutoff && !(spare_watched && watched) {
+                    while user.oldest <= cutoff {
+                        freed.add(user.pop_oldest());
+                    }
+                    if user.history.is_empty() {
+                        user.history = VecDeque::new();
+                    }
+                }
+                pass.left(user.oldest, watched);
+                watched || !user.history.is_empty()
+            });
+            pass.evicted += freed.entries as u64;
+            self.shared.memory.release(freed);
         }
-        let mut evicted = 0;
-        while entry.history.front().is_some_and(|e| e.serial <= serial) {
-            entry.pop_oldest(&self.shared.memory);
-            evicted += 1;
-        }
-        if entry.history.is_empty() {
-            entry.history = VecDeque::new();
-            if entry.streams.is_empty() {
-                shard.remove(user);
-            }
-        }
-        Some(evicted)
     }
 
     /// What a client that saw `last` missed: a resync notice if anything is gone, the serial
@@ -916,10 +910,11 @@ impl Hub {
                 user.history.retain(|e| {
                     let keep = e.position.lane != lane;
                     if !keep {
-                        memory.release(HistoryMemory::entry_cost(e.frame.len()));
+                        memory.release(memory::Freed::one(Some(e.frame.len())));
                     }
                     keep
                 });
+                user.oldest = user.history.front().map_or(u64::MAX, |e| e.serial);
                 user.floor.retain(|f| f.lane != lane);
                 for sub in &mut user.streams {
                     if sub.skip_through.is_some_and(|s| s.lane == lane) {
@@ -1079,20 +1074,22 @@ impl User {
             if !expired && self.history.len() <= config.history_len {
                 break;
             }
-            self.pop_oldest(memory);
+            memory.release(memory::Freed::one(self.pop_oldest()));
         }
         if self.history.is_empty() && self.history.capacity() > 0 {
             self.history = VecDeque::new();
         }
     }
 
-    /// Drops the oldest entry, which this user can then no longer vouch for.
-    fn pop_oldest(&mut self, memory: &HistoryMemory) {
-        if let Some(e) = self.history.pop_front() {
-            self.raise_floor(e.position);
-            self.evicted_serial = self.evicted_serial.max(e.serial);
-            memory.release(HistoryMemory::entry_cost(e.frame.len()));
-        }
+    /// Drops the oldest entry, which this user can then no longer vouch for. Returns the
+    /// length of its frame, for its charge to be returned.
+    fn pop_oldest(&mut self) -> Option<usize> {
+        let e = self.history.pop_front();
+        self.oldest = self.history.front().map_or(u64::MAX, |e| e.serial);
+        let e = e?;
+        self.raise_floor(e.position);
+        self.evicted_serial = self.evicted_serial.max(e.serial);
+        Some(e.frame.len())
     }
 
     fn raise_floor(&mut self, p: Position) {

@@ -637,7 +637,7 @@ fn the_history_budget_evicts_the_oldest_across_users_and_resumes_resync() {
     assert!(memory.used() <= memory.max(), "{memory:?}");
     assert!(memory.evicted() >= 10, "{memory:?}");
     let kept = hub.stats().history;
-    assert!((4..10).contains(&kept), "{kept} entries kept");
+    assert!((4..=10).contains(&kept), "{kept} entries kept");
     // The newest are kept, the oldest are gone, and their users with them.
     assert_eq!(hub.knows("u19", ids[19], &text), Some(true));
     assert_eq!(hub.knows("u0", ids[0], &text), None);
@@ -653,11 +653,40 @@ fn the_history_budget_evicts_the_oldest_across_users_and_resumes_resync() {
     for _ in 0..100 {
         small.publish("solo", "b");
     }
-    // Only the records of publication order remain of the evicted ones.
-    assert!(
-        memory.used() <= one + 100 * 64,
-        "{memory:?}, one entry {one}"
+    assert!(memory.used() <= one + 8, "{memory:?}, one entry {one}");
+}
+
+/// Eviction frees a share of the budget at a time, oldest first: however many users there
+/// are, the budget holds, and what is kept is the newest, most of what fits.
+#[test]
+fn the_history_budget_keeps_the_newest_of_many_users() {
+    let text = "x".repeat(100);
+    // An entry: its overhead and a frame of `text` and an id.
+    let fits = 1000;
+    let memory = HistoryMemory::new(fits * (memory::ENTRY_OVERHEAD + text.len() + 32));
+    let hub = hub_in(
+        Numbering::Own,
+        100,
+        Duration::from_secs(600),
+        memory.clone(),
     );
+    let users = 5000;
+    let ids: Vec<Position> = (0..3 * users)
+        .map(|i| {
+            let id = hub.publish(&format!("u{}", i % users), &text).position;
+            assert!(memory.used() <= memory.max(), "{memory:?} after {i}");
+            id
+        })
+        .collect();
+    let kept = hub.stats().history;
+    assert!((fits / 2..=fits).contains(&kept), "{kept} kept of {fits}");
+    // Exactly the newest `kept` are there.
+    for (i, id) in ids.iter().enumerate() {
+        let user = format!("u{}", i % users);
+        let known = hub.knows(&user, *id, &text) == Some(true);
+        assert_eq!(known, i >= ids.len() - kept, "{i}: {id}");
+    }
+    assert_eq!(memory.evicted(), (ids.len() - kept) as u64);
 }
 
 /// Users with a stream open keep their history while the budget evicts everyone else's; once
@@ -726,10 +755,10 @@ fn a_replay_read_slowly_gets_live_messages_after_it_in_order() {
     assert_eq!(drain(&mut sub), vec![msg(&after, "after")]);
 }
 
-/// Records of publication order whose entries a per-user limit already evicted are dropped by
-/// the sweep's prune, so the queue follows the history, not the budget.
+/// Entries that leave by the per-user limits return their whole charge at once: the budget
+/// keeps nothing for them.
 #[test]
-fn prune_drops_the_records_of_evicted_entries() {
+fn entries_evicted_by_the_per_user_limits_leave_no_charge() {
     let memory = HistoryMemory::new(usize::MAX);
     let hub = hub_in(Numbering::Own, 1, Duration::from_secs(600), memory.clone());
     hub.publish("u", "x");
@@ -737,18 +766,19 @@ fn prune_drops_the_records_of_evicted_entries() {
     for _ in 0..999 {
         hub.publish("u", "x");
     }
-    // One entry (ids grow by a few digits), and a record for each of the 1,000 messages.
-    assert!(memory.used() > one + 999 * 16, "{} vs {one}", memory.used());
-    memory.prune();
+    // One entry, whose id grew by a few digits.
     let left = memory.used();
     assert!(
         (one..one + 8).contains(&left),
-        "{left} after prune, {one} for one message"
+        "{left}, {one} for one message"
     );
-    // The live entry's record stays: the budget can still evict it in order.
     hub.publish("v", "y");
-    memory.prune();
     assert!(memory.used() > left);
+    drop(hub);
+    let hub = hub_in(Numbering::Own, 1, Duration::ZERO, memory.clone());
+    hub.publish("w", "z");
+    hub.sweep();
+    assert!(memory.used() <= 2 * left, "{memory:?}");
 }
 
 /// A v3 hub whose resumes read back what the history lacks, keeping `history_len` per user.
