@@ -91,13 +91,6 @@ pub(super) struct Freed {
 }
 
 impl Freed {
-    /// The entry whose frame was `frame_len` long, if there was one.
-    pub(super) fn one(frame_len: Option<usize>) -> Self {
-        let mut freed = Self::default();
-        freed.add(frame_len);
-        freed
-    }
-
     pub(super) fn add(&mut self, frame_len: Option<usize>) {
         if let Some(len) = frame_len {
             self.entries += 1;

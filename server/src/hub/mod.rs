@@ -113,6 +113,10 @@ struct Shared {
     delivered: AtomicU64,
     /// The server-wide history budget, shared with the other hubs.
     memory: HistoryMemory,
+    /// Open streams and history entries, kept as they change so that `/metrics` reads them
+    /// without walking every user: a scrape would otherwise cost time in the users held.
+    streams: AtomicUsize,
+    history: AtomicUsize,
     /// Users with a held stream (see [`Held`]), decided as soon as they can be rather than by
     /// the sweep. Added to and removed from under the user's shard lock.
     held: Mutex<Vec<Arc<str>>>,
@@ -128,6 +132,28 @@ type Shard = HashMap<Arc<str>, User>;
 type Floor = smallvec::SmallVec<[Position; 1]>;
 
 impl Shared {
+    /// Charges an entry joining a history.
+    fn charge(&self, frame_len: usize) {
+        self.memory.add(frame_len);
+        self.history.fetch_add(1, Relaxed);
+    }
+
+    /// Returns the charge of entries that left a history.
+    fn release(&self, freed: memory::Freed) {
+        if freed.entries > 0 {
+            self.memory.release(freed);
+            self.history.fetch_sub(freed.entries, Relaxed);
+        }
+    }
+
+    /// Counts streams closed because they fell behind.
+    fn closed_slow(&self, streams: u64) {
+        if streams > 0 {
+            self.slow_closed.fetch_add(streams, Relaxed);
+            self.streams.fetch_sub(streams as usize, Relaxed);
+        }
+    }
+
     fn held_lock(&self) -> MutexGuard<'_, Vec<Arc<str>>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -280,6 +306,8 @@ impl Hub {
                 published: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
                 memory,
+                streams: AtomicUsize::new(0),
+                history: AtomicUsize::new(0),
                 held: Mutex::default(),
                 held_count: AtomicUsize::new(0),
                 lane_opened: tokio::sync::Notify::new(),
@@ -431,7 +459,7 @@ impl Hub {
         });
         let memory = &self.shared.memory;
         let serial = memory.next_serial();
-        memory.add(frame.len());
+        self.shared.charge(frame.len());
         if entry.history.capacity() == 0 {
             // Most users of a clustered instance hold one or two messages: room for one, not
             // the four a first push reserves.
@@ -448,7 +476,7 @@ impl Hub {
         slow += entry.settle_held(&self.shared.lanes, now);
         // Only the length: the age is the sweep's (and a subscribe's) to check, which saves
         // reading the oldest entry, often a cache miss, for every record.
-        entry.trim(&self.shared.config, memory);
+        entry.trim(&self.shared);
         drop(shard);
         memory.enforce();
         if source.is_some() {
@@ -459,7 +487,7 @@ impl Hub {
             self.shared.delivered.fetch_add(delivered as u64, Relaxed);
         }
         if slow > 0 {
-            self.shared.slow_closed.fetch_add(slow, Relaxed);
+            self.shared.closed_slow(slow);
             tracing::info!(
                 hub = self.name(),
                 user,
@@ -507,7 +535,7 @@ impl Hub {
             }
             return Err(SubscribeError::UserLimit(limit));
         }
-        entry.evict(config, now, &self.shared.memory);
+        entry.evict(&self.shared, now);
         // Replays start after everything already evicted.
         let from_start = Replay {
             after: entry.evicted_serial,
@@ -572,6 +600,7 @@ impl Hub {
         }
         let id = self.shared.next_stream_id.fetch_add(1, Relaxed);
         let queue = Arc::new(StreamQueue::new(config.queue_len, disconnect));
+        self.shared.streams.fetch_add(1, Relaxed);
         entry.streams.push(Subscriber {
             id,
             queue: queue.clone(),
@@ -759,7 +788,7 @@ impl Hub {
                 watched || !user.history.is_empty()
             });
             pass.evicted += freed.entries as u64;
-            self.shared.memory.release(freed);
+            self.shared.release(freed);
         }
     }
 
@@ -803,10 +832,11 @@ impl Hub {
         if let Some(entry) = shard.get_mut(user) {
             if let Some(i) = entry.streams.iter().position(|s| s.id == id) {
                 entry.streams.swap_remove(i);
+                self.shared.streams.fetch_sub(1, Relaxed);
             }
             if entry.streams.is_empty() {
                 entry.streams = Vec::new();
-                entry.evict(&self.shared.config, now, &self.shared.memory);
+                entry.evict(&self.shared, now);
                 if entry.history.is_empty() {
                     shard.remove(user);
                 }
@@ -842,7 +872,7 @@ impl Hub {
             }
             drop(shard);
             if slow > 0 {
-                self.shared.slow_closed.fetch_add(slow, Relaxed);
+                self.shared.closed_slow(slow);
             }
         }
     }
@@ -858,11 +888,11 @@ impl Hub {
             let mut slow = 0;
             shard.retain(|_, user| {
                 slow += user.settle_held(&self.shared.lanes, now);
-                user.evict(&self.shared.config, now, &self.shared.memory);
+                user.evict(&self.shared, now);
                 !user.streams.is_empty() || !user.history.is_empty()
             });
             if slow > 0 {
-                self.shared.slow_closed.fetch_add(slow, Relaxed);
+                self.shared.closed_slow(slow);
             }
             if shard.capacity() > 4 * shard.len() + 64 {
                 shard.shrink_to_fit();
@@ -905,14 +935,14 @@ impl Hub {
     /// again where the source is read from next.
     pub fn reset_lane(&self, lane: u64) {
         self.shared.lanes.forget(lane);
-        let memory = &self.shared.memory;
         for shard in self.shared.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let mut freed = memory::Freed::default();
             shard.retain(|_, user| {
                 user.history.retain(|e| {
                     let keep = e.position.lane != lane;
                     if !keep {
-                        memory.release(memory::Freed::one(Some(e.frame.len())));
+                        freed.add(Some(e.frame.len()));
                     }
                     keep
                 });
@@ -941,6 +971,7 @@ impl Hub {
                 }
                 !user.streams.is_empty() || !user.history.is_empty()
             });
+            self.shared.release(freed);
         }
     }
 
@@ -966,21 +997,34 @@ impl Hub {
     }
 
     pub fn stats(&self) -> HubStats {
-        let mut stats = HubStats {
+        let users = self
+            .shared
+            .shards
+            .iter()
+            .map(|shard| shard.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum();
+        HubStats {
+            users,
+            streams: self.shared.streams.load(Relaxed),
+            history: self.shared.history.load(Relaxed),
             published: self.shared.published.load(Relaxed),
             delivered: self.shared.delivered.load(Relaxed),
             slow_closed: self.shared.slow_closed.load(Relaxed),
-            ..HubStats::default()
-        };
+        }
+    }
+
+    /// The streams and history entries counted by walking every user, to check the counters
+    /// [`Hub::stats`] reads.
+    #[cfg(test)]
+    fn walked(&self) -> (usize, usize) {
+        let (mut streams, mut history) = (0, 0);
         for shard in self.shared.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            stats.users += shard.len();
-            for user in shard.values() {
-                stats.streams += user.streams.len();
-                stats.history += user.history.len();
+            for user in shard.lock().unwrap().values() {
+                streams += user.streams.len();
+                history += user.history.len();
             }
         }
-        stats
+        (streams, history)
     }
 
     /// One past the highest position this process has read on source lane `lane`, if it
@@ -1071,21 +1115,25 @@ impl User {
     }
 
     /// Drops the entries past the history's age or length.
-    fn evict(&mut self, config: &HubConfig, now: Instant, memory: &HistoryMemory) {
+    fn evict(&mut self, shared: &Shared, now: Instant) {
+        let mut freed = memory::Freed::default();
         while let Some(front) = self.history.front() {
-            if now.saturating_duration_since(front.at) < config.history_ttl {
+            if now.saturating_duration_since(front.at) < shared.config.history_ttl {
                 break;
             }
-            memory.release(memory::Freed::one(self.pop_oldest()));
+            freed.add(self.pop_oldest());
         }
-        self.trim(config, memory);
+        shared.release(freed);
+        self.trim(shared);
     }
 
     /// Drops the entries past the history's length.
-    fn trim(&mut self, config: &HubConfig, memory: &HistoryMemory) {
-        while self.history.len() > config.history_len {
-            memory.release(memory::Freed::one(self.pop_oldest()));
+    fn trim(&mut self, shared: &Shared) {
+        let mut freed = memory::Freed::default();
+        while self.history.len() > shared.config.history_len {
+            freed.add(self.pop_oldest());
         }
+        shared.release(freed);
         if self.history.is_empty() && self.history.capacity() > 0 {
             self.history = VecDeque::new();
         }

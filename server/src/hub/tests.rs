@@ -311,6 +311,53 @@ fn a_recreated_lane_starts_over() {
     assert_eq!(drain(&mut later), vec![msg("0-3", "new3")]);
 }
 
+/// The counts `/metrics` reads without walking the users follow every way a stream or an
+/// entry comes and goes.
+#[test]
+fn stats_follow_streams_and_history_as_they_come_and_go() {
+    let counted = |hub: &Hub| {
+        let stats = hub.stats();
+        assert_eq!((stats.streams, stats.history), hub.walked());
+        (stats.users, stats.streams, stats.history)
+    };
+    let hub = Hub::new(
+        HubConfig {
+            queue_len: 2,
+            ..config(Numbering::Source, 3, Duration::from_secs(600))
+        },
+        HistoryMemory::new(usize::MAX),
+    );
+    hub.open_lane(0, 0);
+    let reader = subscribe(&hub, "a", None);
+    let _slow = subscribe(&hub, "b", None);
+    let mut seq = 0;
+    for user in ["a", "b", "c"] {
+        for _ in 0..5 {
+            hub.publish_at(user, "m", at(seq));
+            seq += 1;
+        }
+    }
+    // Three each (the history's length); b's stream fell behind and was closed, and a's too,
+    // since nothing read it.
+    assert_eq!(counted(&hub), (3, 0, 9));
+    assert_eq!(hub.stats().slow_closed, 2);
+    drop(reader);
+    let _again = subscribe(&hub, "a", None);
+    assert_eq!(counted(&hub), (3, 1, 9));
+    hub.reset_lane(0);
+    assert_eq!(counted(&hub), (1, 1, 0));
+
+    let expiring = hub_with_ttl_zero();
+    let kept = subscribe(&expiring, "a", None);
+    expiring.publish("a", "m");
+    expiring.publish("b", "m");
+    assert_eq!(counted(&expiring), (2, 1, 2));
+    expiring.sweep();
+    assert_eq!(counted(&expiring), (1, 1, 0));
+    drop(kept);
+    assert_eq!(counted(&expiring), (0, 0, 0));
+}
+
 /// A v3 hub whose lane 0 numbered 0..10 once, then started over at 0 (a broker that came back
 /// empty): ids 0 to 9 are ambiguous until the new numbering passes them.
 fn renumbered_at_10() -> Hub {
@@ -537,6 +584,8 @@ fn check(
             }
         }
         prop_assert!(memory.used() <= memory.max(), "{memory:?}");
+        let stats = hub.stats();
+        prop_assert_eq!((stats.streams, stats.history), hub.walked());
     }
     for o in &mut open {
         fill_from(&mut o.sub, &published, &read_back);
