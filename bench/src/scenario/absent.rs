@@ -145,6 +145,14 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
         rounds.push(r);
     }
     let rss_mib = server.rss_kib()? as f64 / 1024.0;
+    let held = |name| metric::<f64>(addr, name);
+    progress(format!(
+        "absent-cpu: at the end, RSS {rss_mib:.0} MiB, history {:.1} MiB charged in {} entries",
+        held("ssepush_history_bytes").await.unwrap_or(f64::NAN) / (1 << 20) as f64,
+        held("ssepush_history_messages{api=\"v3\"}")
+            .await
+            .unwrap_or(f64::NAN),
+    ));
     server.stop().await;
     // Every record the server read: the probe and the rounds.
     let floor = floor(cfg, broker.addr, read as u64)
