@@ -45,8 +45,6 @@ pub struct HistoryMemory {
 struct Inner {
     max: usize,
     used: AtomicUsize,
-    /// Entries charged now.
-    entries: AtomicUsize,
     /// Serial numbers of entries, rising in the order they are published.
     next_serial: AtomicU64,
     evicted: AtomicU64,
@@ -123,7 +121,7 @@ impl std::fmt::Debug for HistoryMemory {
         f.debug_struct("HistoryMemory")
             .field("max", &self.inner.max)
             .field("used", &self.used())
-            .field("entries", &self.inner.entries.load(Relaxed))
+            .field("entries", &self.entries())
             .finish()
     }
 }
@@ -134,7 +132,6 @@ impl HistoryMemory {
             inner: Arc::new(Inner {
                 max: max_bytes,
                 used: AtomicUsize::new(0),
-                entries: AtomicUsize::new(0),
                 next_serial: AtomicU64::new(1),
                 evicted: AtomicU64::new(0),
                 hubs: Mutex::default(),
@@ -178,7 +175,6 @@ impl HistoryMemory {
     /// Charges an entry as it joins a history, under its user's shard lock: a per-user eviction
     /// that releases it can only come after.
     pub(super) fn add(&self, frame_len: usize) {
-        self.inner.entries.fetch_add(1, Relaxed);
         self.inner
             .used
             .fetch_add(Self::entry_cost(frame_len), Relaxed);
@@ -186,10 +182,17 @@ impl HistoryMemory {
 
     /// Returns the charge of entries that left a history, for whatever reason.
     pub(super) fn release(&self, freed: Freed) {
-        if freed.entries > 0 {
-            self.inner.entries.fetch_sub(freed.entries, Relaxed);
-            self.inner.used.fetch_sub(freed.bytes, Relaxed);
-        }
+        self.inner.used.fetch_sub(freed.bytes, Relaxed);
+    }
+
+    /// Entries charged now: the hubs count theirs for `/metrics`, and only an eviction needs
+    /// the sum, so a record pays for one count rather than two.
+    fn entries(&self) -> usize {
+        lock(&self.inner.hubs)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|hub| hub.history.load(Relaxed))
+            .sum()
     }
 
     /// Evicts the oldest entries if the budget is exceeded. Called without any shard lock
@@ -256,7 +259,7 @@ impl HistoryMemory {
     /// How many bytes an eviction frees, given how many users a pass reads.
     fn to_free(&self, users: usize) -> usize {
         let max = self.inner.max;
-        let entries = self.inner.entries.load(Relaxed).max(1);
+        let entries = self.entries().max(1);
         let per_users = (users / USERS_PER_ENTRY).saturating_mul(self.used() / entries);
         per_users.clamp(max / FREE_SHARE, max / FREE_SHARE_MAX)
     }
@@ -266,7 +269,7 @@ impl HistoryMemory {
     /// oldest entry that still have one (the rest left by per-user limits).
     fn span(&self, goal: usize, next: u64, oldest: u64) -> u64 {
         let used = self.used();
-        let entries = self.inner.entries.load(Relaxed).max(1);
+        let entries = self.entries().max(1);
         let needed = (used.saturating_sub(goal)).div_ceil((used / entries).max(1));
         let serials = match oldest {
             u64::MAX => entries as u64,

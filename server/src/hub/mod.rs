@@ -114,7 +114,8 @@ struct Shared {
     /// The server-wide history budget, shared with the other hubs.
     memory: HistoryMemory,
     /// Open streams and history entries, kept as they change so that `/metrics` reads them
-    /// without walking every user: a scrape would otherwise cost time in the users held.
+    /// without walking every user: a scrape would otherwise cost time in the users held. The
+    /// budget's eviction sums the hubs' entries.
     streams: AtomicUsize,
     history: AtomicUsize,
     /// Users with a held stream (see [`Held`]), decided as soon as they can be rather than by
