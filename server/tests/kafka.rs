@@ -169,6 +169,60 @@ async fn broker_restart_mid_stream() {
     broker.down().await;
 }
 
+/// A commit in flight when the broker dies is retried by librdkafka against the broker that
+/// comes back, empty: the group's committed offset is then one of the old numbering, past the
+/// new log's end, and an assignment starts there, where the broker answers with silence. The
+/// test commits such an offset itself as the broker comes back. Reading must start over at the
+/// new log's start all the same, not wait for the new offsets to pass the stale one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_commit_on_a_restarted_broker_does_not_hold_the_consumer_back() {
+    let mut broker = Broker::start().await;
+    let server = server(&broker, "stale-commit").await;
+    wait_consuming(&server, &mut broker).await;
+    let mut demo = server.open("v3", "demo").await;
+    for n in 0..40 {
+        broker.produce(format!("other:old {n}").as_bytes()).await;
+    }
+    let last_old = broker.produce(b"demo:old").await;
+    expect(&mut demo, "old", last_old).await;
+    // The server asks for the log's end every 2 s: the new log's, lower, then tells it was
+    // created anew.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    broker.down().await;
+    // Long enough for the server's reconnects to back off to their 2 s maximum: it comes back
+    // after the commit below, most of the time.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker.up().await;
+    commit_for_group(&broker, "stale-commit", last_old + 1);
+    let new0 = broker.produce(b"demo:new 0").await;
+    let new1 = broker.produce(b"demo:new 1").await;
+    assert!(new1 < last_old);
+
+    expect(&mut demo, "new 0", new0).await;
+    expect(&mut demo, "new 1", new1).await;
+    let new2 = broker.produce(b"demo:new 2").await;
+    expect(&mut demo, "new 2", new2).await;
+    quiet(&mut demo, 1000).await;
+    server.stop().await;
+    broker.down().await;
+}
+
+/// Commits `offset` of partition 0 for `group`, as a member of it would.
+fn commit_for_group(broker: &Broker, group: &str, offset: i64) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(testkit::TOPIC, 0, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
 /// After the broker restarted empty, its offsets start over, and until the new numbering
 /// passes where the old one ended an id like `0-3` may be either numbering's. A client coming
 /// from another instance that is ahead of this one holds an id of the new numbering that this

@@ -30,7 +30,7 @@ use rdkafka::{
 use std::{
     collections::HashMap,
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -115,7 +115,26 @@ struct Partition {
     max_high: i64,
     /// What the last records read were.
     recent: Recent,
+    /// Set when the partition was read again from its start (its topic was created anew),
+    /// until the first record from there arrives.
+    rewound: Option<Rewound>,
 }
+
+/// Where a partition created anew is read from again. librdkafka retries a commit that was in
+/// flight when the broker died, against the broker that comes back: the group's committed
+/// offset is then one of the old numbering, and the next assignment starts there, past the new
+/// log's end, in silence until the new offsets pass it. The rewind is repeated when a read
+/// starts past it or nothing comes from it.
+struct Rewound {
+    to: i64,
+    /// When it was last sought.
+    at: Instant,
+    /// How often it was sought again: bounded, in case the log's start has moved past it.
+    again: u32,
+}
+
+/// How often a rewind is sought again before a read past it is taken as it is.
+const REWIND_AGAIN: u32 = 5;
 
 /// Records handled between two looks at the loop's timers and shutdown: a backlog is read
 /// without a `select!` (and its timer and cancellation polls) per record.
@@ -232,10 +251,37 @@ impl LoopState {
                         opening: Some(opening),
                         max_high: -1,
                         recent: Recent::default(),
+                        rewound: None,
                     },
                 );
             }
             Some(p) => {
+                if let Some(r) = &mut p.rewound {
+                    if offset > r.to && r.again < REWIND_AGAIN {
+                        // Skipped: read again from the rewind. Records fetched before the
+                        // last seek may still come for a moment.
+                        if r.at.elapsed() >= Duration::from_secs(1) {
+                            tracing::warn!(
+                                partition,
+                                offset,
+                                rewound_to = r.to,
+                                "kafka partition read from past its new start (an offset committed before the topic was created anew); reading from its start again"
+                            );
+                            r.again += 1;
+                            r.at = Instant::now();
+                            let to = r.to;
+                            if let Err(e) = rewind(consumer, kafka, partition, to).await {
+                                tracing::warn!(partition, error = %e, "kafka rewind failed; retrying");
+                            }
+                        }
+                        return;
+                    }
+                    if offset > r.to {
+                        // Given up (the log's start moved past it): what was not read is a gap.
+                        hub.open_lane(lane, offset as u64);
+                    }
+                    p.rewound = None;
+                }
                 let new_read = p.assignment != assignment;
                 let recreated = offset < p.next && {
                     // Is this the record we read at this offset before?
@@ -480,11 +526,31 @@ async fn restart_recreated_partitions(
     kafka: &Kafka,
     partitions: &mut HashMap<i32, Partition>,
 ) {
-    let topic = &kafka.settings().topic;
     for (&partition, p) in partitions.iter_mut() {
         let Some((low, high)) = watermarks(consumer, kafka, partition).await else {
             continue;
         };
+        if let Some(r) = &mut p.rewound
+            && high > r.to
+            && r.at.elapsed() >= REWIND_PATIENCE.max(kafka.settings().fetch_wait * 3)
+            && r.again < REWIND_AGAIN
+        {
+            // The log holds records from where it was rewound, and none came: a later
+            // assignment moved the read (to a committed offset of the old numbering).
+            tracing::warn!(
+                partition,
+                rewound_to = r.to,
+                high,
+                "kafka partition: nothing read since it was read from its start again; seeking its start again"
+            );
+            r.again += 1;
+            r.at = Instant::now();
+            let to = r.to;
+            if let Err(e) = rewind(consumer, kafka, partition, to).await {
+                tracing::warn!(partition, error = %e, "kafka rewind failed; retrying");
+            }
+            continue;
+        }
         if high >= p.max_high || high >= p.next {
             p.max_high = p.max_high.max(high);
             continue;
@@ -497,31 +563,48 @@ async fn restart_recreated_partitions(
             "kafka partition was created anew; reading it from the start"
         );
         forget_partition(kafka, consumer, partition, p);
-        let consumer = consumer.clone();
-        let topic = topic.clone();
-        let rewound = kafka
-            .calls()
-            .run(move || {
-                // Stored too, or the next commit would write the stale position back.
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(&topic, partition, Offset::Offset(low))?;
-                consumer.store_offsets(&tpl)?;
-                consumer.seek(&topic, partition, Offset::Offset(low), REQUEST_TIMEOUT)
-            })
-            .await;
-        match rewound {
-            Ok(Ok(())) => {
+        match rewind(consumer, kafka, partition, low).await {
+            Ok(()) => {
                 kafka.hub().open_lane(partition as u64, low as u64);
                 p.next = low;
                 p.opening = None;
                 p.max_high = high;
+                p.rewound = Some(Rewound {
+                    to: low,
+                    at: Instant::now(),
+                    again: 0,
+                });
             }
             // Typically between a revoke and the next assignment. Nothing else changed, so the
             // next check sees the same and retries.
-            Ok(Err(e)) => tracing::warn!(partition, error = %e, "kafka rewind failed; retrying"),
-            Err(e) => tracing::warn!(partition, error = %e, "kafka rewind task failed"),
+            Err(e) => tracing::warn!(partition, error = %e, "kafka rewind failed; retrying"),
         }
     }
+}
+
+/// How long a rewind may bring nothing, while the log holds records from there, before it is
+/// sought again; at least three fetch waits. The checks come every 2 s.
+const REWIND_PATIENCE: Duration = Duration::from_millis(1500);
+
+/// Moves the consumer to `offset` of `partition` and stores that offset, or the next commit
+/// would write the stale position back.
+async fn rewind(
+    consumer: &Arc<KafkaConsumer>,
+    kafka: &Kafka,
+    partition: i32,
+    offset: i64,
+) -> anyhow::Result<()> {
+    let (consumer, topic) = (consumer.clone(), kafka.settings().topic.clone());
+    kafka
+        .calls()
+        .run(move || {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+            consumer.store_offsets(&tpl)?;
+            consumer.seek(&topic, partition, Offset::Offset(offset), REQUEST_TIMEOUT)?;
+            Ok(())
+        })
+        .await?
 }
 
 /// Forgets what this process knew of a partition whose topic was created anew: the hub's
