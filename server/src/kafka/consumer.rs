@@ -133,6 +133,17 @@ struct Rewound {
     again: u32,
 }
 
+impl Rewound {
+    /// Seeks the rewind again and counts it; the callers check [`REWIND_AGAIN`].
+    async fn seek_again(&mut self, consumer: &Arc<KafkaConsumer>, kafka: &Kafka, partition: i32) {
+        self.again += 1;
+        self.at = Instant::now();
+        if let Err(e) = rewind(consumer, kafka, partition, self.to).await {
+            tracing::warn!(partition, error = %e, "kafka rewind failed; retrying");
+        }
+    }
+}
+
 /// How often a rewind is sought again before a read past it is taken as it is.
 const REWIND_AGAIN: u32 = 5;
 
@@ -267,12 +278,7 @@ impl LoopState {
                                 rewound_to = r.to,
                                 "kafka partition read from past its new start (an offset committed before the topic was created anew); reading from its start again"
                             );
-                            r.again += 1;
-                            r.at = Instant::now();
-                            let to = r.to;
-                            if let Err(e) = rewind(consumer, kafka, partition, to).await {
-                                tracing::warn!(partition, error = %e, "kafka rewind failed; retrying");
-                            }
+                            r.seek_again(consumer, kafka, partition).await;
                         }
                         return;
                     }
@@ -543,12 +549,7 @@ async fn restart_recreated_partitions(
                 high,
                 "kafka partition: nothing read since it was read from its start again; seeking its start again"
             );
-            r.again += 1;
-            r.at = Instant::now();
-            let to = r.to;
-            if let Err(e) = rewind(consumer, kafka, partition, to).await {
-                tracing::warn!(partition, error = %e, "kafka rewind failed; retrying");
-            }
+            r.seek_again(consumer, kafka, partition).await;
             continue;
         }
         if high >= p.max_high || high >= p.next {
