@@ -564,22 +564,21 @@ async fn restart_recreated_partitions(
             "kafka partition was created anew; reading it from the start"
         );
         forget_partition(kafka, consumer, partition, p);
-        match rewind(consumer, kafka, partition, low).await {
-            Ok(()) => {
-                kafka.hub().open_lane(partition as u64, low as u64);
-                p.next = low;
-                p.opening = None;
-                p.max_high = high;
-                p.rewound = Some(Rewound {
-                    to: low,
-                    at: Instant::now(),
-                    again: 0,
-                });
-            }
-            // Typically between a revoke and the next assignment. Nothing else changed, so the
-            // next check sees the same and retries.
-            Err(e) => tracing::warn!(partition, error = %e, "kafka rewind failed; retrying"),
+        // Typically between a revoke and the next assignment. The old numbering is gone all the
+        // same: the next assignment's read is checked against the rewind like any other, and
+        // the rewind is sought again if nothing comes from there.
+        if let Err(e) = rewind(consumer, kafka, partition, low).await {
+            tracing::warn!(partition, error = %e, "kafka rewind failed; seeking it again if nothing comes from there");
         }
+        kafka.hub().open_lane(partition as u64, low as u64);
+        p.next = low;
+        p.opening = None;
+        p.max_high = high;
+        p.rewound = Some(Rewound {
+            to: low,
+            at: Instant::now(),
+            again: 0,
+        });
     }
 }
 
