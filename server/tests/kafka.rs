@@ -5,6 +5,7 @@ mod common;
 
 use common::kafka::{expect, readyz, server, wait_consuming, wait_ready};
 use common::{next, quiet};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::time::{Duration, Instant};
 use testkit::{Broker, free_port};
 
@@ -203,6 +204,65 @@ async fn a_stale_commit_on_a_restarted_broker_does_not_hold_the_consumer_back() 
     expect(&mut demo, "new 1", new1).await;
     let new2 = broker.produce(b"demo:new 2").await;
     expect(&mut demo, "new 2", new2).await;
+    quiet(&mut demo, 1000).await;
+    server.stop().await;
+    broker.down().await;
+}
+
+/// A topic created anew and refilled past where the old one ended before this instance looks
+/// at its end again: its high watermark never falls below the highest seen. The group rejoins
+/// with no committed offset, so the read starts over at the new log's start, under offsets
+/// this instance has read before (beyond the records it remembers). What tells the new records
+/// from redeliveries is the offset the broker confirmed committing before it lost it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_anew_and_refilled_past_its_old_end_is_read_from_its_start() {
+    let mut broker = Broker::start().await;
+    let server = server(&broker, "refilled").await;
+    wait_consuming(&server, &mut broker).await;
+    let mut demo = server.open("v3", "demo").await;
+    let old: Vec<Vec<u8>> = (0..5000)
+        .map(|n| format!("other:old {n}").into_bytes())
+        .collect();
+    broker.produce_batched(&old, 5).await;
+    let last_old = broker.produce(b"demo:old").await;
+    expect(&mut demo, "old", last_old).await;
+    // Committed, and confirmed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    broker.down().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Handed to a producer before the broker is back, so that they reach it at once, before
+    // this instance looks at the log's end again (every 2 s). Small batches: tansu reports
+    // the base offset of the last batch as the high watermark, which would give it away.
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("allow.auto.create.topics", "false")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "100")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap();
+    let mut demo_sent = Vec::new();
+    for n in 0..last_old + 100 {
+        let user = if n % 500 == 0 { "demo" } else { "other" };
+        let value = format!("{user}:new {n}");
+        let record = FutureRecord::<(), str>::to(testkit::TOPIC).payload(&value);
+        let delivery = producer.send_result(record).map_err(|(e, _)| e).unwrap();
+        if user == "demo" {
+            demo_sent.push((n, delivery));
+        }
+    }
+    broker.up().await;
+    let mut demo_new = Vec::new();
+    for (n, delivery) in demo_sent {
+        let offset = delivery.await.unwrap().map_err(|(e, _)| e).unwrap().offset;
+        demo_new.push((n, offset));
+    }
+    producer.flush(Duration::from_secs(20)).unwrap();
+    assert!(demo_new[0].1 < last_old, "{demo_new:?}");
+    for (n, offset) in demo_new {
+        expect(&mut demo, &format!("new {n}"), offset).await;
+    }
     quiet(&mut demo, 1000).await;
     server.stop().await;
     broker.down().await;

@@ -532,10 +532,12 @@ async fn restart_recreated_partitions(
     kafka: &Kafka,
     partitions: &mut HashMap<i32, Partition>,
 ) {
+    let mut reachable = false;
     for (&partition, p) in partitions.iter_mut() {
         let Some((low, high)) = watermarks(consumer, kafka, partition).await else {
             continue;
         };
+        reachable = true;
         if let Some(r) = &mut p.rewound
             && high > r.to
             && r.at.elapsed() >= REWIND_PATIENCE.max(kafka.settings().fetch_wait * 3)
@@ -579,6 +581,43 @@ async fn restart_recreated_partitions(
             at: Instant::now(),
             again: 0,
         });
+    }
+    if reachable {
+        note_committed(consumer, kafka, partitions).await;
+    }
+}
+
+/// Asks the broker for the group's committed offsets, for [`Context::committed`]. A broker that
+/// holds none (it came back empty) leaves the last one it confirmed in place: a read that then
+/// starts below it is one of a topic created anew. A partition being read again from its
+/// start is left out until the first record from there: the group's offset may still be one
+/// of the old numbering (a commit librdkafka retried against the new broker).
+async fn note_committed(
+    consumer: &Arc<KafkaConsumer>,
+    kafka: &Kafka,
+    partitions: &HashMap<i32, Partition>,
+) {
+    let mut tpl = TopicPartitionList::new();
+    for (&partition, p) in partitions {
+        if p.rewound.is_none() {
+            tpl.add_partition(&kafka.settings().topic, partition);
+        }
+    }
+    if tpl.count() == 0 {
+        return;
+    }
+    let asked = consumer.clone();
+    let Ok(Ok(committed)) = kafka
+        .calls()
+        .run(move || asked.committed_offsets(tpl, REQUEST_TIMEOUT))
+        .await
+    else {
+        return;
+    };
+    for e in committed.elements() {
+        if let Offset::Offset(offset) = e.offset() {
+            consumer.context().confirm_committed(e.partition(), offset);
+        }
     }
 }
 
@@ -630,8 +669,8 @@ pub(super) async fn watermarks(
         .ok()
 }
 
-/// Commits the offsets stored so far, without waiting; the result reaches the context's commit
-/// callback.
+/// Commits the offsets stored so far, without waiting. librdkafka reports no result for such a
+/// commit: the checks ask the broker what it holds ([`note_committed`]).
 fn commit_stored(consumer: &KafkaConsumer, errors: &Throttle) {
     match consumer.commit_consumer_state(CommitMode::Async) {
         Ok(()) => {}

@@ -66,7 +66,7 @@ pub struct Context {
     assignments: AtomicU64,
     /// Partitions the consumer has now.
     assigned: AtomicUsize,
-    /// The last offset the broker confirmed committing, per partition.
+    /// The last offset the broker confirmed holding for the group, per partition.
     committed: Mutex<HashMap<i32, i64>>,
 }
 
@@ -89,10 +89,18 @@ impl Context {
         self
     }
 
-    /// The last offset of `partition` the broker confirmed committing for this group. A read
+    /// The last offset of `partition` the broker confirmed holding for this group. A read
     /// that starts below it did not come from the broker's committed offset.
     pub fn committed(&self, partition: i32) -> Option<i64> {
         self.committed_offsets().get(&partition).copied()
+    }
+
+    /// Notes that the broker holds `offset` as the group's committed offset of `partition`.
+    /// librdkafka reports no result for the loop's own commits (asynchronous, with no reply
+    /// queue), so the loop asks the broker (see `consumer::note_committed`); commits librdkafka
+    /// makes itself come through [`ConsumerContext::commit_callback`].
+    pub fn confirm_committed(&self, partition: i32, offset: i64) {
+        self.committed_offsets().insert(partition, offset);
     }
 
     /// Forgets `partition`'s committed offset: its topic was created anew.
@@ -177,13 +185,11 @@ impl ConsumerContext for Context {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => {
-                let mut committed = self.committed_offsets();
                 for e in offsets.elements() {
                     if let rdkafka::Offset::Offset(o) = e.offset() {
-                        committed.insert(e.partition(), o);
+                        self.confirm_committed(e.partition(), o);
                     }
                 }
-                drop(committed);
                 tracing::debug!(offsets = %describe(offsets), "kafka offsets committed")
             }
             Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
