@@ -411,6 +411,7 @@ async fn main() -> Result<()> {
             rounds: args.size(args.absent_rounds, 3, 1),
             topic: args.kafka_topic.clone(),
             floor: None,
+            insert: None,
         };
         sizes.push(format!(
             "absent-cpu {} records x {} rounds over {} users",

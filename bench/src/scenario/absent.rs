@@ -9,7 +9,10 @@
 //!
 //! Then `kafka-floor` (next to `loadgen`) reads the same records with the Kafka client alone,
 //! under the server's consumer settings, and does nothing with them: the part of the figure no
-//! change to the server's own code can remove.
+//! change to the server's own code can remove. Last, the same records are parsed and put in a
+//! v3 hub inside this process, with the server's default history settings and no Kafka: the
+//! server's own share on its own, and how it grows with the number of users (a user's entry
+//! and history are a cache miss once they are many).
 
 use super::kafka::signal;
 use super::records::{Producer, RECORDS_READ, probe_consumer, wait_for_metric};
@@ -39,6 +42,8 @@ pub struct Config {
     pub topic: String,
     /// `kafka-floor` (default: next to this executable).
     pub floor: Option<PathBuf>,
+    /// `insert-alone` (default: next to this executable).
+    pub insert: Option<PathBuf>,
 }
 
 /// One round.
@@ -61,6 +66,8 @@ pub struct Outcome {
     pub rss_mib: f64,
     /// The Kafka client alone on the same records.
     pub floor: Result<FloorCpu, String>,
+    /// Parse and history insert alone, in this process, per number of users.
+    pub insert: Vec<(u64, Result<f64, String>)>,
 }
 
 pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
@@ -159,6 +166,16 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
         .await
         .map_err(|e| format!("{e:#}"));
     broker.stop().await;
+    let mut insert = Vec::new();
+    for users in insert_users(cfg.users) {
+        let us = insert_in_process(cfg, users)
+            .await
+            .map_err(|e| format!("{e:#}"));
+        progress(format!(
+            "absent-cpu: parse and history insert alone, {users} users: {us:?} us per record"
+        ));
+        insert.push((users, us));
+    }
     Ok(Outcome {
         records: cfg.records,
         users: cfg.users,
@@ -166,7 +183,105 @@ pub async fn run(bins: &Binaries, cfg: &Config) -> Result<Outcome> {
         rounds,
         rss_mib,
         floor,
+        insert,
     })
+}
+
+/// The user counts the in-process insert is measured at: a few, and the scenario's own.
+fn insert_users(users: u64) -> Vec<u64> {
+    let mut all = vec![1_000, 10_000, users, 400_000];
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// `insert-alone`'s options.
+#[derive(Debug, Clone, clap::Parser)]
+pub struct InsertOpts {
+    /// Records per round.
+    #[arg(long)]
+    pub records: u64,
+    #[arg(long)]
+    pub rounds: usize,
+    #[arg(long)]
+    pub users: u64,
+    #[arg(long)]
+    pub payload: usize,
+    /// The history budget in MiB [the server's default]; a large one never fills, for the
+    /// cost without eviction.
+    #[arg(long)]
+    pub budget_mib: Option<usize>,
+}
+
+/// Runs `insert-alone` for `users` users in a process of its own, with the server's allocator.
+async fn insert_in_process(cfg: &Config, users: u64) -> Result<f64> {
+    let bin = sibling_binary(cfg.insert.as_deref(), "insert-alone")?;
+    let run = tokio::process::Command::new(&bin)
+        .args(["--records", &cfg.records.to_string()])
+        .args(["--rounds", &cfg.rounds.to_string()])
+        .args(["--users", &users.to_string()])
+        .args(["--payload", &cfg.payload.to_string()])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(600), run)
+        .await
+        .context("insert-alone ran over 600 s")??;
+    ensure!(
+        out.status.success(),
+        "insert-alone failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).context("insert-alone's output")
+}
+
+/// Parses `rounds` x `records` records like the rounds' and puts them in a v3 hub with the
+/// server's default history settings; the median over the rounds (after one more first round,
+/// which only fills the budget, as the server's first rounds do) of CPU per record, user +
+/// kernel, in microseconds. Each round's records are made before its clock starts.
+pub fn insert_alone(opts: &InsertOpts) -> Result<f64> {
+    use server::hub::{HistoryMemory, Hub, HubConfig, Numbering, Position};
+    let config = server::config::Config::from_args(["ssepush"])?;
+    let hub = Hub::new(
+        HubConfig {
+            name: "v3",
+            history_len: config.history_len,
+            history_ttl: config.history_ttl,
+            queue_len: config.queue_len,
+            max_streams_per_user: config.max_streams_per_user,
+            numbering: Numbering::Source,
+            backfill: true,
+        },
+        HistoryMemory::new(
+            opts.budget_mib
+                .map_or(config.history_max_bytes, |m| m << 20),
+        ),
+    );
+    hub.open_lane(0, 0);
+    let pad = "x".repeat(opts.payload.saturating_sub(20));
+    let pid = std::process::id();
+    let mut seq = 0u64;
+    let mut per_record = Vec::new();
+    for round in 0..=opts.rounds {
+        let values: Vec<String> = (seq..seq + opts.records)
+            .map(|s| format!("a_{}:{s} {pad}", s % opts.users))
+            .collect();
+        let mark = CpuMark::now(pid)?;
+        for value in &values {
+            let (user, text) = server::kafka::record::parse_event(
+                Some(value.as_bytes()),
+                config.max_body,
+                config.max_frame_bytes,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            hub.publish_stamped(user, text, Position::new(0, seq), 0);
+            seq += 1;
+        }
+        let used = mark.since(pid)?;
+        if round > 0 {
+            per_record.push(used.total_us() as f64 / opts.records as f64);
+        }
+    }
+    median(&per_record).context("no rounds")
 }
 
 /// `kafka-floor`'s options.
@@ -275,7 +390,7 @@ pub fn rows(outcome: &Result<Outcome>) -> Vec<Row> {
         .iter()
         .map(|r| format!("{:.3}", r.us_per_record))
         .collect();
-    vec![
+    let mut rows = vec![
         Row::target(
             S,
             &format!(
@@ -331,5 +446,16 @@ pub fn rows(outcome: &Result<Outcome>) -> Vec<Row> {
                 .map(|(t, f)| t - f.us_per_record),
             None,
         ),
-    ]
+    ];
+    for (users, us) in &o.insert {
+        let metric = format!(
+            "parse and history insert alone, in process, {} users (us per record)",
+            fmt_num(*users as f64)
+        );
+        rows.push(match us {
+            Ok(us) => Row::info(S, &metric, Some(*us), None),
+            Err(e) => Row::note(S, &format!("{metric}: failed: {e}"), Some(false)),
+        });
+    }
+    rows
 }
