@@ -9,10 +9,10 @@
 //!
 //! Then `kafka-floor` (next to `loadgen`) reads the same records with the Kafka client alone,
 //! under the server's consumer settings, and does nothing with them: the part of the figure no
-//! change to the server's own code can remove. Last, the same records are parsed and put in a
-//! v3 hub inside this process, with the server's default history settings and no Kafka: the
-//! server's own share on its own, and how it grows with the number of users (a user's entry
-//! and history are a cache miss once they are many).
+//! change to the server's own code can remove. Last, `insert-alone` parses the same records and
+//! puts them in a v3 hub, in a process of its own with the server's allocator and default
+//! history settings, without Kafka: the server's own share on its own, and how it grows with
+//! the number of users (a user's entry and history are a cache miss once they are many).
 
 use super::kafka::signal;
 use super::records::{Producer, RECORDS_READ, probe_consumer, wait_for_metric};
@@ -66,7 +66,7 @@ pub struct Outcome {
     pub rss_mib: f64,
     /// The Kafka client alone on the same records.
     pub floor: Result<FloorCpu, String>,
-    /// Parse and history insert alone, in this process, per number of users.
+    /// Parse and history insert alone (`insert-alone`), per number of users.
     pub insert: Vec<(u64, Result<f64, String>)>,
 }
 
@@ -449,7 +449,7 @@ pub fn rows(outcome: &Result<Outcome>) -> Vec<Row> {
     ];
     for (users, us) in &o.insert {
         let metric = format!(
-            "parse and history insert alone, in process, {} users (us per record)",
+            "parse and history insert alone (insert-alone, no Kafka), {} users (us per record)",
             fmt_num(*users as f64)
         );
         rows.push(match us {
