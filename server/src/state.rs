@@ -53,16 +53,7 @@ impl AppState {
         let kafka_on = settings.is_some();
         let hub = |name, numbering| {
             Hub::new(
-                HubConfig {
-                    name,
-                    history_len: config.history_len,
-                    history_ttl: config.history_ttl,
-                    queue_len: config.queue_len,
-                    max_streams_per_user: config.max_streams_per_user,
-                    numbering,
-                    // v3 resumes read back from Kafka what the history lacks.
-                    backfill: numbering == Numbering::Source && kafka_on,
-                },
+                hub_config(&config, name, numbering, kafka_on),
                 memory.clone(),
             )
         };
@@ -104,6 +95,25 @@ impl AppState {
 
     pub fn hubs(&self) -> [&Hub; 2] {
         [&self.v2, &self.v3]
+    }
+}
+
+/// A hub's settings under `config`; `kafka_on` when v3 has Kafka clients.
+pub fn hub_config(
+    config: &Config,
+    name: &'static str,
+    numbering: Numbering,
+    kafka_on: bool,
+) -> HubConfig {
+    HubConfig {
+        name,
+        history_len: config.history_len,
+        history_ttl: config.history_ttl,
+        queue_len: config.queue_len,
+        max_streams_per_user: config.max_streams_per_user,
+        numbering,
+        // v3 resumes read back from Kafka what the history lacks.
+        backfill: numbering == Numbering::Source && kafka_on,
     }
 }
 

@@ -215,23 +215,37 @@ pub struct InsertOpts {
 
 /// Runs `insert-alone` for `users` users in a process of its own, with the server's allocator.
 async fn insert_in_process(cfg: &Config, users: u64) -> Result<f64> {
-    let bin = sibling_binary(cfg.insert.as_deref(), "insert-alone")?;
-    let run = tokio::process::Command::new(&bin)
-        .args(["--records", &cfg.records.to_string()])
-        .args(["--rounds", &cfg.rounds.to_string()])
-        .args(["--users", &users.to_string()])
-        .args(["--payload", &cfg.payload.to_string()])
-        .kill_on_drop(true)
-        .output();
+    let args = [
+        ("--records", cfg.records.to_string()),
+        ("--rounds", cfg.rounds.to_string()),
+        ("--users", users.to_string()),
+        ("--payload", cfg.payload.to_string()),
+    ];
+    run_sibling(cfg.insert.as_deref(), "insert-alone", &args).await
+}
+
+/// Runs the bench binary `name` (next to this one unless `explicit`) with `args`, in a
+/// process of its own so that its CPU is all its own work, and reads its JSON output.
+async fn run_sibling<T: serde::de::DeserializeOwned>(
+    explicit: Option<&std::path::Path>,
+    name: &str,
+    args: &[(&str, String)],
+) -> Result<T> {
+    let bin = sibling_binary(explicit, name)?;
+    let mut command = tokio::process::Command::new(&bin);
+    for (flag, value) in args {
+        command.args([flag, value.as_str()]);
+    }
+    let run = command.kill_on_drop(true).output();
     let out = tokio::time::timeout(Duration::from_secs(600), run)
         .await
-        .context("insert-alone ran over 600 s")??;
+        .with_context(|| format!("{name} ran over 600 s"))??;
     ensure!(
         out.status.success(),
-        "insert-alone failed: {}",
+        "{name} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).context("insert-alone's output")
+    serde_json::from_slice(&out.stdout).with_context(|| format!("{name}'s output"))
 }
 
 /// Parses `rounds` x `records` records like the rounds' and puts them in a v3 hub with the
@@ -239,18 +253,10 @@ async fn insert_in_process(cfg: &Config, users: u64) -> Result<f64> {
 /// which only fills the budget, as the server's first rounds do) of CPU per record, user +
 /// kernel, in microseconds. Each round's records are made before its clock starts.
 pub fn insert_alone(opts: &InsertOpts) -> Result<f64> {
-    use server::hub::{HistoryMemory, Hub, HubConfig, Numbering, Position};
+    use server::hub::{HistoryMemory, Hub, Numbering, Position};
     let config = server::config::Config::from_args(["ssepush"])?;
     let hub = Hub::new(
-        HubConfig {
-            name: "v3",
-            history_len: config.history_len,
-            history_ttl: config.history_ttl,
-            queue_len: config.queue_len,
-            max_streams_per_user: config.max_streams_per_user,
-            numbering: Numbering::Source,
-            backfill: true,
-        },
+        server::state::hub_config(&config, "v3", Numbering::Source, true),
         HistoryMemory::new(
             opts.budget_mib
                 .map_or(config.history_max_bytes, |m| m << 20),
@@ -307,24 +313,15 @@ pub struct FloorCpu {
 
 /// Runs `kafka-floor` in a process of its own, so its CPU is all it read.
 async fn floor(cfg: &Config, broker: std::net::SocketAddr, records: u64) -> Result<FloorCpu> {
-    let bin = sibling_binary(cfg.floor.as_deref(), "kafka-floor")?;
     progress(format!(
         "absent-cpu: the Kafka client alone reads the {records} records"
     ));
-    let run = tokio::process::Command::new(&bin)
-        .args(["--broker", &broker.to_string(), "--topic", &cfg.topic])
-        .args(["--records", &records.to_string()])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(600), run)
-        .await
-        .context("kafka-floor ran over 600 s")??;
-    ensure!(
-        out.status.success(),
-        "kafka-floor failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cpu: FloorCpu = serde_json::from_slice(&out.stdout).context("kafka-floor's output")?;
+    let args = [
+        ("--broker", broker.to_string()),
+        ("--topic", cfg.topic.clone()),
+        ("--records", records.to_string()),
+    ];
+    let cpu: FloorCpu = run_sibling(cfg.floor.as_deref(), "kafka-floor", &args).await?;
     progress(format!("absent-cpu: the Kafka client alone: {cpu:?}"));
     Ok(cpu)
 }

@@ -176,7 +176,9 @@ pub async fn run(consumer: Arc<KafkaConsumer>, kafka: Kafka, shutdown: Cancellat
             () = &mut cancelled => break,
             _ = check.tick() => {
                 state.skipped.flush();
-                restart_recreated_partitions(&consumer, &kafka, &mut state.partitions).await;
+                if restart_recreated_partitions(&consumer, &kafka, &mut state.partitions).await {
+                    note_committed(&consumer, &kafka, &state.partitions).await;
+                }
                 continue;
             }
             _ = commit.tick() => {
@@ -526,12 +528,12 @@ async fn window_start(
 
 /// A partition whose high watermark fell below the highest one seen, and below our position,
 /// was created anew (some brokers then answer fetches past the end with silence rather than
-/// an error): read it again from its start.
+/// an error): read it again from its start. Returns whether the broker answered at all.
 async fn restart_recreated_partitions(
     consumer: &Arc<KafkaConsumer>,
     kafka: &Kafka,
     partitions: &mut HashMap<i32, Partition>,
-) {
+) -> bool {
     let mut reachable = false;
     for (&partition, p) in partitions.iter_mut() {
         let Some((low, high)) = watermarks(consumer, kafka, partition).await else {
@@ -582,9 +584,7 @@ async fn restart_recreated_partitions(
             again: 0,
         });
     }
-    if reachable {
-        note_committed(consumer, kafka, partitions).await;
-    }
+    reachable
 }
 
 /// Asks the broker for the group's committed offsets, for [`Context::committed`]. A broker that
