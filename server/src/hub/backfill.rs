@@ -16,7 +16,7 @@ use std::{
     },
 };
 
-use super::{Hub, Position};
+use super::{Hub, Name, Position};
 
 /// Records of one lane, for one user, that a resuming stream misses: those after `after` up
 /// to and including `until`. From `until` on the history has them.
@@ -234,7 +234,7 @@ pub(super) enum Backfill {
 /// the result goes.
 pub struct GapHandle {
     pub(super) hub: Hub,
-    pub(super) user: Arc<str>,
+    pub(super) user: Name,
     pub(super) id: u64,
     /// The client's last id.
     pub(super) last: Position,

@@ -426,6 +426,41 @@ fn held_resumes_are_decided_without_waiting_for_the_sweep() {
     assert_eq!(hub.shared.held_count.load(Relaxed), 0);
 }
 
+/// Names are kept inline up to 23 bytes and on the heap past that: both kinds resume, are held
+/// and let go the same, and names alike in their first 23 bytes are different users.
+#[test]
+fn long_names_and_short_ones_are_kept_alike() {
+    let names = [
+        "a".repeat(23),
+        "a".repeat(24),
+        "a".repeat(100),
+        "é".repeat(30),
+    ];
+    let hub = renumbered_at_10();
+    for (seq, name) in (0..).zip(&names) {
+        hub.publish_at(name, &format!("new{seq}"), at(seq));
+    }
+    let mut open = Vec::new();
+    for (seq, name) in (0..).zip(&names) {
+        let mut from_start = subscribe(&hub, name, Some(&at(seq).to_string()));
+        assert_eq!(drain(&mut from_start), vec![], "{name}");
+        let mut held = subscribe(&hub, name, Some("0-8"));
+        assert_eq!(drain(&mut held), vec![], "{name}");
+        hub.settle_held_at(Instant::now() + RENUMBERED_HOLD);
+        assert_eq!(
+            drain(&mut held),
+            vec![Seen::Resync, msg(at(seq), &format!("new{seq}"))],
+            "{name}"
+        );
+        open.extend([from_start, held]);
+    }
+    assert_eq!(hub.shared.held_count.load(Relaxed), 0);
+    assert_eq!(hub.stats().streams, 2 * names.len());
+    assert_eq!(hub.stats().users, names.len());
+    drop(open);
+    assert_eq!(hub.stats().streams, 0);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     /// Publish to user `u`; for a source hub, `redeliver` re-publishes an earlier position.
