@@ -70,6 +70,14 @@ pub struct Settings {
 /// logged: a group join or rebalance takes a few seconds.
 const NO_PARTITIONS_WARN: Duration = Duration::from_secs(30);
 
+/// How long the consumer may go without partitions while the broker says the topic has some
+/// before it joins its group again, at the least (twice the session timeout if longer); then
+/// twice as long each time, up to [`REJOIN_MAX`]. A group that rejoined while the topic was
+/// missing (a broker back without it, the topic created after) was seen to keep its empty
+/// assignment for minutes after the topic came: librdkafka did not rejoin by itself.
+const REJOIN_AFTER: Duration = Duration::from_secs(10);
+const REJOIN_MAX: Duration = Duration::from_secs(300);
+
 /// How far past a partition's high watermark an id must be to be taken for one the log never
 /// held. Some brokers (tansu) report the last batch's base offset + 1 as the high watermark, so
 /// ids inside that batch are past it. A batch holds far fewer records than this: one of 1 MiB
@@ -391,6 +399,7 @@ impl Kafka {
         // Since when the broker answers but the consumer has no partitions, and whether that
         // was logged.
         let mut without: Option<(tokio::time::Instant, bool)> = None;
+        let mut rejoin = Rejoin::new(self.shared.settings.session_timeout);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -418,6 +427,10 @@ impl Kafka {
             };
             drop(status);
             let assigned = self.shared.consumer.context().assigned();
+            let topic_partitions = partitions.unwrap_or(0);
+            if rejoin.due(connected && topic_partitions > 0 && assigned == 0) {
+                self.rejoin_group();
+            }
             without = match (connected && assigned == 0, without) {
                 (false, Some((_, true))) => {
                     tracing::info!("kafka: the consumer has its partitions again");
@@ -435,6 +448,66 @@ impl Kafka {
                 }
                 (true, kept) => kept,
             };
+        }
+    }
+}
+
+impl Kafka {
+    /// Leaves the consumer group and joins it again, for a fresh assignment.
+    fn rejoin_group(&self) {
+        let consumer = &self.shared.consumer;
+        let topic = &self.shared.settings.topic;
+        tracing::warn!(
+            group = %self.shared.settings.group,
+            topic = %topic,
+            "kafka: the topic has partitions but the consumer has had none for a while; joining the group again"
+        );
+        consumer.unsubscribe();
+        if let Err(e) = consumer.subscribe(&[topic]) {
+            tracing::warn!(error = %e, "kafka: subscribing again failed; retrying later");
+        }
+    }
+}
+
+/// When the consumer, without partitions of a topic that has some, joins its group again.
+#[derive(Debug)]
+struct Rejoin {
+    first: Duration,
+    wait: Duration,
+    /// Since when it has been without, if it is.
+    since: Option<tokio::time::Instant>,
+}
+
+impl Rejoin {
+    fn new(session_timeout: Duration) -> Self {
+        let first = REJOIN_AFTER.max(session_timeout * 2);
+        Self {
+            first,
+            wait: first,
+            since: None,
+        }
+    }
+
+    /// Whether to rejoin now, told whether the consumer is without partitions it should have.
+    /// Each rejoin doubles the wait for the next; having partitions again resets it.
+    fn due(&mut self, without: bool) -> bool {
+        let now = tokio::time::Instant::now();
+        match (without, self.since) {
+            (false, _) => {
+                self.since = None;
+                self.wait = self.first;
+                false
+            }
+            (true, None) => {
+                self.since = Some(now);
+                false
+            }
+            (true, Some(since)) if now - since >= self.wait => {
+                self.since = Some(now);
+                self.wait = (self.wait * 2).min(REJOIN_MAX);
+                true
+            }
+            (true, Some(_)) => false,
         }
     }
 }
@@ -459,6 +532,40 @@ impl Drop for Waiting<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn rejoins_after_a_while_without_partitions_then_less_often() {
+        let mut rejoin = Rejoin::new(Duration::from_secs(2));
+        let step = Duration::from_secs(2);
+        let mut rejoined_at = Vec::new();
+        for tick in 0..60u64 {
+            if rejoin.due(true) {
+                rejoined_at.push(tick * 2);
+            }
+            tokio::time::advance(step).await;
+        }
+        // 10 s, then 20 s and 40 s after that.
+        assert_eq!(rejoined_at, vec![10, 30, 70]);
+        // Partitions again: the next spell starts over.
+        assert!(!rejoin.due(false));
+        assert!(!rejoin.due(true));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(rejoin.due(true));
+        // A rebalance's short spell without partitions never rejoins.
+        let mut brief = Rejoin::new(Duration::from_secs(2));
+        for _ in 0..10 {
+            assert!(!brief.due(true));
+            tokio::time::advance(step).await;
+            assert!(!brief.due(false));
+        }
+        // A long session timeout waits longer first.
+        let mut long = Rejoin::new(Duration::from_secs(30));
+        assert!(!long.due(true));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(!long.due(true));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(long.due(true));
+    }
 
     #[test]
     fn ready_needs_the_broker_and_partitions() {
