@@ -426,12 +426,12 @@ impl Kafka {
                 partitions: partitions.or(status.partitions),
             };
             drop(status);
-            let assigned = self.shared.consumer.context().assigned();
-            let topic_partitions = partitions.unwrap_or(0);
-            if rejoin.due(connected && topic_partitions > 0 && assigned == 0) {
+            // Connected means the topic has partitions: the consumer should have some.
+            let stranded = connected && self.shared.consumer.context().assigned() == 0;
+            if rejoin.due(stranded) {
                 self.rejoin_group();
             }
-            without = match (connected && assigned == 0, without) {
+            without = match (stranded, without) {
                 (false, Some((_, true))) => {
                     tracing::info!("kafka: the consumer has its partitions again");
                     None
@@ -450,9 +450,7 @@ impl Kafka {
             };
         }
     }
-}
 
-impl Kafka {
     /// Leaves the consumer group and joins it again, for a fresh assignment.
     fn rejoin_group(&self) {
         let consumer = &self.shared.consumer;
